@@ -1,0 +1,71 @@
+//! Tag keys shared by every stage (see DESIGN.md "Tags (contract)").
+//!
+//! Resources are found again by these tags (builders to reap, images to prune, fleet instances to
+//! check for freshness), so the keys are a contract: renaming one orphans everything tagged before.
+
+/// What a golden-ami resource is: [`ROLE_BUILDER`] or [`ROLE_IMAGE`].
+pub const ROLE: &str = "golden-ami:role";
+/// Value of [`ROLE`] on a builder instance (reaped when its execution is gone).
+pub const ROLE_BUILDER: &str = "builder";
+/// Value of [`ROLE`] on an image and its snapshots (the only images prune ever considers).
+pub const ROLE_IMAGE: &str = "image";
+/// The image type, e.g. `bld-linux64`.
+pub const TYPE: &str = "golden-ami:type";
+/// The version, a UTC timestamp `YYYYMMDDTHHMMSSZ`.
+pub const VERSION: &str = "golden-ami:version";
+/// The ARN of the Step Functions execution that made the resource.
+pub const EXECUTION: &str = "golden-ami:execution";
+/// The base AMI an image was built from.
+pub const SOURCE_AMI: &str = "golden-ami:source-ami";
+/// `true` keeps an image from ever being pruned.
+pub const KEEP: &str = "golden-ami:keep";
+/// `true` keeps an instance out of freshness enforcement.
+pub const EXEMPT: &str = "golden-ami:exempt";
+/// The EC2 console name.
+pub const NAME: &str = "Name";
+
+/// Default key of the tag by which fleet instances say their type; configurable with `GOLDEN_TYPE_TAG`
+/// because existing fleets already have their own (Mozilla's use `moz-type`).
+pub const DEFAULT_TYPE_TAG: &str = "golden-ami:type";
+
+/// Whether a tag key belongs to the pipeline or to AWS, so a recipe may not set it: a recipe tag named
+/// `golden-ami:keep` would exempt every image from pruning, and `aws:` keys are refused by EC2 anyway.
+pub fn is_reserved(key: &str) -> bool {
+    key.starts_with("golden-ami:") || key.starts_with("aws:")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pipeline_and_aws_keys_are_reserved_others_are_not() {
+        for key in [
+            ROLE,
+            TYPE,
+            VERSION,
+            EXECUTION,
+            SOURCE_AMI,
+            KEEP,
+            EXEMPT,
+            "aws:cloudformation:stack-name",
+        ] {
+            assert!(is_reserved(key), "{key} should be reserved");
+        }
+        for key in [
+            NAME,
+            "team",
+            "moz-type",
+            "golden-ami",
+            "Golden-AMI:x",
+            "aws",
+        ] {
+            assert!(!is_reserved(key), "{key} should not be reserved");
+        }
+    }
+
+    #[test]
+    fn default_type_tag_is_the_pipeline_type_tag() {
+        assert_eq!(DEFAULT_TYPE_TAG, TYPE);
+    }
+}
