@@ -1,0 +1,410 @@
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use aws_sdk_ec2::types::{
+    BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification,
+    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest,
+    InstanceNetworkInterfaceSpecification, InstanceType, ResourceType, ShutdownBehavior, Tag,
+    TagSpecification, VolumeType,
+};
+use aws_sdk_ec2::Client;
+
+use super::{to_chrono, RegionalClients};
+use crate::error::{unless_not_found, AwsError, Result};
+use crate::ports::{CopySpec, Ec2, Image, Instance, LaunchSpec};
+
+/// [`Ec2`] on `aws-sdk-ec2`.
+pub struct AwsEc2 {
+    clients: RegionalClients<Client>,
+}
+
+impl AwsEc2 {
+    pub fn new(config: SdkConfig) -> Self {
+        Self {
+            clients: RegionalClients::new(config, Client::new),
+        }
+    }
+
+    /// One client for every region (unit tests with `aws-smithy-mocks`).
+    pub fn from_client(client: Client) -> Self {
+        Self {
+            clients: RegionalClients::fixed(client, Client::new),
+        }
+    }
+}
+
+const LIVE_STATES: [&str; 5] = ["pending", "running", "stopping", "stopped", "shutting-down"];
+
+fn tag_filters(tags: &[(&str, &str)]) -> Vec<Filter> {
+    tags.iter()
+        .map(|(k, v)| {
+            Filter::builder()
+                .name(format!("tag:{k}"))
+                .values(*v)
+                .build()
+        })
+        .collect()
+}
+
+fn to_tags(tags: &BTreeMap<String, String>) -> Vec<Tag> {
+    tags.iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
+fn from_tags(tags: &[Tag]) -> BTreeMap<String, String> {
+    tags.iter()
+        .filter_map(|t| {
+            Some((
+                t.key()?.to_owned(),
+                t.value().unwrap_or_default().to_owned(),
+            ))
+        })
+        .collect()
+}
+
+fn instance(i: &aws_sdk_ec2::types::Instance) -> Instance {
+    Instance {
+        instance_id: i.instance_id().unwrap_or_default().to_owned(),
+        image_id: i.image_id().unwrap_or_default().to_owned(),
+        state: i
+            .state()
+            .and_then(|s| s.name())
+            .map(|n| n.as_str().to_owned())
+            .unwrap_or_default(),
+        launch_time: i.launch_time().and_then(to_chrono),
+        private_ip: i.private_ip_address().map(str::to_owned),
+        public_ip: i.public_ip_address().map(str::to_owned),
+        tags: from_tags(i.tags()),
+    }
+}
+
+fn image(i: &aws_sdk_ec2::types::Image) -> Image {
+    Image {
+        image_id: i.image_id().unwrap_or_default().to_owned(),
+        name: i.name().unwrap_or_default().to_owned(),
+        state: i.state().map(|s| s.as_str().to_owned()).unwrap_or_default(),
+        state_reason: i
+            .state_reason()
+            .and_then(|r| r.message())
+            .map(str::to_owned),
+        creation_date: i.creation_date().map(str::to_owned),
+        snapshot_ids: i
+            .block_device_mappings()
+            .iter()
+            .filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()).map(str::to_owned))
+            .collect(),
+        tags: from_tags(i.tags()),
+    }
+}
+
+#[async_trait]
+impl Ec2 for AwsEc2 {
+    async fn run_instance(&self, region: &str, spec: &LaunchSpec) -> Result<Instance> {
+        let nic = InstanceNetworkInterfaceSpecification::builder()
+            .device_index(0)
+            .subnet_id(&spec.subnet_id)
+            .set_groups(Some(spec.security_group_ids.clone()).filter(|g| !g.is_empty()))
+            .associate_public_ip_address(spec.associate_public_ip)
+            .delete_on_termination(true)
+            .build();
+        let profile = spec.instance_profile.as_ref().map(|p| {
+            if p.starts_with("arn:") {
+                IamInstanceProfileSpecification::builder().arn(p).build()
+            } else {
+                IamInstanceProfileSpecification::builder().name(p).build()
+            }
+        });
+        let devices = spec
+            .block_devices
+            .iter()
+            .map(|d| {
+                BlockDeviceMapping::builder()
+                    .device_name(&d.device_name)
+                    .ebs(
+                        EbsBlockDevice::builder()
+                            .volume_size(i32::try_from(d.volume_size_gb).unwrap_or(i32::MAX))
+                            .volume_type(VolumeType::from(d.volume_type.as_str()))
+                            .delete_on_termination(d.delete_on_termination)
+                            .encrypted(d.encrypted)
+                            .set_kms_key_id(d.kms_key_id.clone().filter(|_| d.encrypted))
+                            .build(),
+                    )
+                    .build()
+            })
+            .collect::<Vec<_>>();
+        let tag_spec = |kind| {
+            TagSpecification::builder()
+                .resource_type(kind)
+                .set_tags(Some(to_tags(&spec.tags)))
+                .build()
+        };
+        let out = self
+            .clients
+            .get(region)
+            .run_instances()
+            .image_id(&spec.image_id)
+            .instance_type(InstanceType::from(spec.instance_type.as_str()))
+            .min_count(1)
+            .max_count(1)
+            .client_token(&spec.client_token)
+            .network_interfaces(nic)
+            .set_iam_instance_profile(profile)
+            .set_block_device_mappings(Some(devices).filter(|d| !d.is_empty()))
+            .metadata_options(
+                InstanceMetadataOptionsRequest::builder()
+                    .http_tokens(HttpTokensState::Required)
+                    .http_endpoint(InstanceMetadataEndpointState::Enabled)
+                    .build(),
+            )
+            .instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate)
+            .tag_specifications(tag_spec(ResourceType::Instance))
+            .tag_specifications(tag_spec(ResourceType::Volume))
+            .send()
+            .await
+            .map_err(|e| {
+                AwsError::from_sdk(
+                    "RunInstances",
+                    format!("builder from {}", spec.image_id),
+                    region,
+                    e,
+                )
+            })?;
+        out.instances().first().map(instance).ok_or_else(|| {
+            AwsError {
+                operation: "RunInstances",
+                resource: format!("builder from {}", spec.image_id),
+                region: region.to_owned(),
+                kind: crate::error::AwsErrorKind::Transient,
+                code: None,
+                status: None,
+                message: "EC2 returned no instance".into(),
+            }
+            .into()
+        })
+    }
+
+    async fn describe_instance(&self, region: &str, instance_id: &str) -> Result<Option<Instance>> {
+        let out = self
+            .clients
+            .get(region)
+            .describe_instances()
+            .instance_ids(instance_id)
+            .send()
+            .await;
+        let out = unless_not_found(
+            out.map_err(|e| AwsError::from_sdk("DescribeInstances", instance_id, region, e)),
+        )?;
+        Ok(out.and_then(|o| {
+            o.reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .map(instance)
+                .next()
+        }))
+    }
+
+    async fn find_instances(&self, region: &str, tags: &[(&str, &str)]) -> Result<Vec<Instance>> {
+        let mut filters = tag_filters(tags);
+        filters.push(
+            Filter::builder()
+                .name("instance-state-name")
+                .set_values(Some(LIVE_STATES.map(String::from).to_vec()))
+                .build(),
+        );
+        let mut pages = self
+            .clients
+            .get(region)
+            .describe_instances()
+            .set_filters(Some(filters))
+            .into_paginator()
+            .send();
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| {
+                AwsError::from_sdk("DescribeInstances", describe_tags(tags), region, e)
+            })?;
+            found.extend(
+                page.reservations()
+                    .iter()
+                    .flat_map(|r| r.instances())
+                    .map(instance),
+            );
+        }
+        Ok(found)
+    }
+
+    async fn terminate_instances(&self, region: &str, instance_ids: &[String]) -> Result<()> {
+        if instance_ids.is_empty() {
+            return Ok(());
+        }
+        let out = self
+            .clients
+            .get(region)
+            .terminate_instances()
+            .set_instance_ids(Some(instance_ids.to_vec()))
+            .send()
+            .await;
+        unless_not_found(out.map_err(|e| {
+            AwsError::from_sdk("TerminateInstances", instance_ids.join(","), region, e)
+        }))?;
+        Ok(())
+    }
+
+    async fn create_image(
+        &self,
+        region: &str,
+        instance_id: &str,
+        name: &str,
+        description: &str,
+    ) -> Result<String> {
+        let out = self
+            .clients
+            .get(region)
+            .create_image()
+            .instance_id(instance_id)
+            .name(name)
+            .description(description)
+            .no_reboot(false)
+            .send()
+            .await
+            .map_err(|e| {
+                AwsError::from_sdk(
+                    "CreateImage",
+                    format!("{name} from {instance_id}"),
+                    region,
+                    e,
+                )
+            })?;
+        Ok(out.image_id().unwrap_or_default().to_owned())
+    }
+
+    async fn copy_image(&self, region: &str, spec: &CopySpec) -> Result<String> {
+        let out = self
+            .clients
+            .get(region)
+            .copy_image()
+            .source_region(&spec.source_region)
+            .source_image_id(&spec.source_image_id)
+            .name(&spec.name)
+            .description(&spec.description)
+            .client_token(&spec.client_token)
+            .set_encrypted(spec.kms_key_id.as_ref().map(|_| true))
+            .set_kms_key_id(spec.kms_key_id.clone())
+            .send()
+            .await
+            .map_err(|e| {
+                AwsError::from_sdk(
+                    "CopyImage",
+                    format!("{} from {}", spec.source_image_id, spec.source_region),
+                    region,
+                    e,
+                )
+            })?;
+        Ok(out.image_id().unwrap_or_default().to_owned())
+    }
+
+    async fn describe_image(&self, region: &str, image_id: &str) -> Result<Option<Image>> {
+        let out = self
+            .clients
+            .get(region)
+            .describe_images()
+            .image_ids(image_id)
+            .send()
+            .await;
+        let out = unless_not_found(
+            out.map_err(|e| AwsError::from_sdk("DescribeImages", image_id, region, e)),
+        )?;
+        Ok(out.and_then(|o| o.images().first().map(image)))
+    }
+
+    async fn find_images(
+        &self,
+        region: &str,
+        name: Option<&str>,
+        tags: &[(&str, &str)],
+    ) -> Result<Vec<Image>> {
+        let mut filters = tag_filters(tags);
+        if let Some(name) = name {
+            filters.push(Filter::builder().name("name").values(name).build());
+        }
+        let mut items = self
+            .clients
+            .get(region)
+            .describe_images()
+            .owners("self")
+            .set_filters(Some(filters))
+            .into_paginator()
+            .items()
+            .send();
+        let mut found = Vec::new();
+        while let Some(item) = items.next().await {
+            let item = item.map_err(|e| {
+                AwsError::from_sdk(
+                    "DescribeImages",
+                    name.unwrap_or(&describe_tags(tags)).to_owned(),
+                    region,
+                    e,
+                )
+            })?;
+            found.push(image(&item));
+        }
+        Ok(found)
+    }
+
+    async fn create_tags(
+        &self,
+        region: &str,
+        resource_ids: &[String],
+        tags: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        if resource_ids.is_empty() || tags.is_empty() {
+            return Ok(());
+        }
+        self.clients
+            .get(region)
+            .create_tags()
+            .set_resources(Some(resource_ids.to_vec()))
+            .set_tags(Some(to_tags(tags)))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("CreateTags", resource_ids.join(","), region, e))?;
+        Ok(())
+    }
+
+    async fn deregister_image(&self, region: &str, image_id: &str) -> Result<()> {
+        let out = self
+            .clients
+            .get(region)
+            .deregister_image()
+            .image_id(image_id)
+            .send()
+            .await;
+        unless_not_found(
+            out.map_err(|e| AwsError::from_sdk("DeregisterImage", image_id, region, e)),
+        )?;
+        Ok(())
+    }
+
+    async fn delete_snapshot(&self, region: &str, snapshot_id: &str) -> Result<()> {
+        let out = self
+            .clients
+            .get(region)
+            .delete_snapshot()
+            .snapshot_id(snapshot_id)
+            .send()
+            .await;
+        unless_not_found(
+            out.map_err(|e| AwsError::from_sdk("DeleteSnapshot", snapshot_id, region, e)),
+        )?;
+        Ok(())
+    }
+}
+
+fn describe_tags(tags: &[(&str, &str)]) -> String {
+    tags.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}

@@ -1,0 +1,77 @@
+//! Adapters: the [`crate::ports`] traits on the AWS SDK clients.
+//!
+//! Clients come from one `aws_config` load, so the standard AWS environment (`AWS_REGION`,
+//! `AWS_ENDPOINT_URL`, profiles) configures them and the product needs no endpoint flags. Regional clients
+//! are made on first use from that config and cached.
+
+mod ec2;
+mod s3;
+mod ssm;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+
+pub use ec2::AwsEc2;
+pub use s3::S3Store;
+pub use ssm::AwsSsm;
+
+/// Loads the shared AWS configuration (credentials, default region, endpoint, retry policy).
+pub async fn load_config() -> SdkConfig {
+    aws_config::load_defaults(BehaviorVersion::latest()).await
+}
+
+/// One client per region, built lazily from a shared config; or one fixed client for every region (tests).
+pub(crate) struct RegionalClients<C> {
+    config: Option<SdkConfig>,
+    fixed: Option<C>,
+    cache: Mutex<HashMap<String, C>>,
+    make: fn(&SdkConfig) -> C,
+}
+
+impl<C: Clone> RegionalClients<C> {
+    pub(crate) fn new(config: SdkConfig, make: fn(&SdkConfig) -> C) -> Self {
+        Self {
+            config: Some(config),
+            fixed: None,
+            cache: Mutex::new(HashMap::new()),
+            make,
+        }
+    }
+
+    pub(crate) fn fixed(client: C, make: fn(&SdkConfig) -> C) -> Self {
+        Self {
+            config: None,
+            fixed: Some(client),
+            cache: Mutex::new(HashMap::new()),
+            make,
+        }
+    }
+
+    pub(crate) fn get(&self, region: &str) -> C {
+        if let Some(client) = &self.fixed {
+            return client.clone();
+        }
+        let mut cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(client) = cache.get(region) {
+            return client.clone();
+        }
+        let base = self.config.as_ref().map(|c| {
+            c.to_builder()
+                .region(Region::new(region.to_owned()))
+                .build()
+        });
+        let client = (self.make)(&base.unwrap_or_else(|| SdkConfig::builder().build()));
+        cache.insert(region.to_owned(), client.clone());
+        client
+    }
+}
+
+/// Converts an SDK timestamp to chrono.
+pub(crate) fn to_chrono(t: &aws_smithy_types::DateTime) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())
+}

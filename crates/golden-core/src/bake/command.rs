@@ -1,0 +1,155 @@
+//! run-command and command-status: provision and sanitize the builder through SSM Run Command.
+
+use serde::Deserialize;
+
+use super::{BakeState, CommandRef, CommandStage, Poll, Services};
+use crate::error::{CommandFailure, Error, Result};
+use crate::ports::CommandSpec;
+use crate::scripts;
+
+/// run-command's payload: which stage, and the bake state.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RunCommandInput {
+    pub stage: CommandStage,
+    pub bake: BakeState,
+}
+
+/// How long the sanitize script may run.
+const SANITIZE_MINUTES: u32 = 15;
+/// How much of a failed command's output goes into the error (Step Functions causes are capped at 32 KiB).
+const TAIL_CHARS: usize = 2000;
+
+pub async fn run(services: &Services, input: RunCommandInput) -> Result<CommandRef> {
+    let bake = &input.bake;
+    let recipe = &bake.recipe;
+    let (commands, minutes) = match input.stage {
+        CommandStage::Provision => (
+            scripts::provision_commands(recipe),
+            recipe.provision.timeout_minutes,
+        ),
+        CommandStage::Sanitize => (
+            scripts::sanitize_commands(recipe.platform, &recipe.sanitize.extra_paths),
+            SANITIZE_MINUTES,
+        ),
+    };
+    let region = &bake.builder.region;
+    let instance_id = &bake.builder.instance_id;
+    // SendCommand has no client token; the comment names this execution's stage so a retry finds it.
+    let comment = format!(
+        "golden-ami {} {}",
+        input.stage.as_str(),
+        &super::client_token(&bake.execution_id, "command")[7..39]
+    );
+    let command_id = match services
+        .ssm
+        .find_command(region, instance_id, &comment)
+        .await?
+    {
+        Some(id) => {
+            tracing::info!(command_id = %id, stage = input.stage.as_str(), "command already sent by this execution");
+            id
+        }
+        None => {
+            let spec = CommandSpec {
+                instance_id: instance_id.clone(),
+                document: scripts::document_name(recipe.platform).to_owned(),
+                commands,
+                timeout_seconds: minutes.saturating_mul(60),
+                comment,
+            };
+            let id = services.ssm.send_command(region, &spec).await?;
+            tracing::info!(command_id = %id, stage = input.stage.as_str(), %instance_id, "command sent");
+            id
+        }
+    };
+    Ok(CommandRef {
+        command_id,
+        instance_id: instance_id.clone(),
+        region: region.clone(),
+        stage: input.stage,
+        status: "Pending".into(),
+        done: false,
+        // Delivery and start-up on top of the command's own timeout.
+        poll: Poll::new(minutes.saturating_add(5), bake.poll_seconds, bake.deadline),
+    })
+}
+
+pub async fn status(services: &Services, mut command: CommandRef) -> Result<CommandRef> {
+    super::require(&command.command_id, "commandId")?;
+    let what = format!(
+        "{} command {} on {}",
+        command.stage.as_str(),
+        command.command_id,
+        command.instance_id
+    );
+    let invocation = services
+        .ssm
+        .command_invocation(&command.region, &command.command_id, &command.instance_id)
+        .await?;
+    let Some(invocation) = invocation else {
+        command.poll.tick(&what, services.now())?;
+        return Ok(command);
+    };
+    command.status = invocation.status.clone();
+    match invocation.status.as_str() {
+        "Success" => command.done = true,
+        "Pending" | "InProgress" | "Delayed" => command.poll.tick(&what, services.now())?,
+        _ => {
+            let output = if invocation.stderr.trim().is_empty() {
+                &invocation.stdout
+            } else {
+                &invocation.stderr
+            };
+            return Err(Error::CommandFailed(Box::new(CommandFailure {
+                stage: command.stage.as_str().to_owned(),
+                command_id: command.command_id,
+                instance_id: command.instance_id,
+                region: command.region,
+                status: invocation.status,
+                exit_code: invocation.exit_code,
+                stderr_tail: tail(output, TAIL_CHARS),
+            })));
+        }
+    }
+    Ok(command)
+}
+
+/// The last `max` characters of `text`, cut at a line start where possible, marked when cut.
+pub fn tail(text: &str, max: usize) -> String {
+    let text = text.trim_end();
+    if text.is_empty() {
+        return "(no output)".into();
+    }
+    let chars = text.chars().count();
+    if chars <= max {
+        return text.to_owned();
+    }
+    let cut: String = text.chars().skip(chars - max).collect();
+    let cut = match cut.find('\n') {
+        Some(i) if i + 1 < cut.len() => &cut[i + 1..],
+        _ => &cut[..],
+    };
+    format!("...{cut}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tail;
+
+    #[test]
+    fn tail_keeps_short_output_whole() {
+        assert_eq!(tail("error: boom\n", 100), "error: boom");
+        assert_eq!(tail("  \n", 100), "(no output)");
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines_of_long_output() {
+        let text: String = (0..500).map(|i| format!("line {i}\n")).collect();
+        let t = tail(&text, 40);
+        assert!(t.starts_with("..."));
+        assert!(t.ends_with("line 499"));
+        assert!(t.len() <= 43);
+        assert!(!t.contains("line 1\n"));
+    }
+}

@@ -1,0 +1,116 @@
+//! create-image and image-status: the golden image of the builder, and waiting for an image.
+
+use super::{image_name, image_tags, BakeState, ImageRef, Poll, Services};
+use crate::error::{Error, Result};
+use crate::ports::Image;
+
+/// How long an image (or a copy) may take to become available.
+pub(crate) const IMAGE_MINUTES: u32 = 120;
+
+pub async fn create(services: &Services, bake: BakeState) -> Result<ImageRef> {
+    let region = &bake.recipe.build_region;
+    let name = image_name(&bake.image_type, &bake.version);
+    let tags = image_tags(
+        &bake.recipe,
+        &bake.version,
+        &bake.execution_id,
+        &bake.source_ami,
+    );
+    let image_id = match usable(services.ec2.find_images(region, Some(&name), &[]).await?) {
+        Some(image) => {
+            tracing::info!(image_id = %image.image_id, %name, "image already created by this execution");
+            image.image_id
+        }
+        None => {
+            let description = format!(
+                "golden-ami {} {} from {}",
+                bake.image_type, bake.version, bake.source_ami
+            );
+            match services
+                .ec2
+                .create_image(region, &bake.builder.instance_id, &name, &description)
+                .await
+            {
+                Ok(id) => id,
+                // A concurrent retry won the race for the name: use its image.
+                Err(Error::Aws(e)) if e.code_is("InvalidAMIName.Duplicate") => {
+                    usable(services.ec2.find_images(region, Some(&name), &[]).await?)
+                        .map(|i| i.image_id)
+                        .ok_or(Error::Aws(e))?
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    // Tag at once so a failure from here on can find and discard the image by its execution tag.
+    let mut resources = vec![image_id.clone()];
+    if let Some(image) = services.ec2.describe_image(region, &image_id).await? {
+        resources.extend(image.snapshot_ids);
+    }
+    services.ec2.create_tags(region, &resources, &tags).await?;
+    tracing::info!(r#type = %bake.image_type, version = %bake.version, image_id = %image_id, %region, "image requested");
+    Ok(ImageRef {
+        image_id,
+        name,
+        region: region.clone(),
+        state: "pending".into(),
+        available: false,
+        poll_seconds: bake.poll_seconds,
+        poll: Poll::new(IMAGE_MINUTES, bake.poll_seconds, bake.deadline),
+    })
+}
+
+/// An image worth reusing: one that is not failed or gone.
+pub(crate) fn usable(images: Vec<Image>) -> Option<Image> {
+    images
+        .into_iter()
+        .find(|i| matches!(i.state.as_str(), "pending" | "available"))
+}
+
+pub async fn status(services: &Services, mut image: ImageRef) -> Result<ImageRef> {
+    super::require(&image.image_id, "imageId")?;
+    let what = format!(
+        "image {} in {} to become available",
+        image.image_id, image.region
+    );
+    let Some(found) = services
+        .ec2
+        .describe_image(&image.region, &image.image_id)
+        .await?
+    else {
+        return Err(Error::ImageFailed {
+            image_id: image.image_id,
+            region: image.region,
+            state: "missing".into(),
+            reason: "it no longer exists; was it deregistered by hand?".into(),
+        });
+    };
+    image.state = found.state.clone();
+    match found.state.as_str() {
+        "available" => {
+            // Snapshots may only be listed once the image is complete: tag them like their image now.
+            let tags = found
+                .tags
+                .into_iter()
+                .filter(|(k, _)| !k.starts_with("aws:"))
+                .collect();
+            services
+                .ec2
+                .create_tags(&image.region, &found.snapshot_ids, &tags)
+                .await?;
+            image.available = true;
+        }
+        "pending" => image.poll.tick(&what, services.now())?,
+        other => {
+            return Err(Error::ImageFailed {
+                image_id: image.image_id,
+                region: image.region,
+                state: other.to_owned(),
+                reason: found
+                    .state_reason
+                    .unwrap_or_else(|| "no reason given".into()),
+            })
+        }
+    }
+    Ok(image)
+}

@@ -1,0 +1,265 @@
+//! The bake stages: one handler per Lambda, chained by the `bake` state machine.
+//!
+//! Payload shapes are the contract in docs/stages.md. Each handler is idempotent: invoked twice with the
+//! same input (a Step Functions retry, or an operator re-running a stage), it finds what the first call
+//! made instead of making a second one.
+
+pub mod cleanup;
+pub mod command;
+pub mod copy;
+pub mod image;
+pub mod launch;
+pub mod lock;
+pub mod publish;
+pub mod ready;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::ports::{Ec2, ObjectStore, Ssm};
+use crate::recipe::Recipe;
+use crate::tags;
+use crate::version::Version;
+
+/// Now, injectable so tests can move time.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// What the handlers talk to.
+#[derive(Clone)]
+pub struct Services {
+    pub ec2: Arc<dyn Ec2>,
+    pub ssm: Arc<dyn Ssm>,
+    pub store: Arc<dyn ObjectStore>,
+    pub clock: Clock,
+}
+
+impl Services {
+    pub fn new(ec2: Arc<dyn Ec2>, ssm: Arc<dyn Ssm>, store: Arc<dyn ObjectStore>) -> Self {
+        Self {
+            ec2,
+            ssm,
+            store,
+            clock: Arc::new(Utc::now),
+        }
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
+    }
+}
+
+/// The bake's state, made by launch-builder and grown by each stage (docs/stages.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BakeState {
+    #[serde(rename = "type")]
+    pub image_type: String,
+    pub execution_id: String,
+    pub version: Version,
+    pub poll_seconds: u32,
+    /// Launch time plus the recipe's `max_build_minutes`: every wait gives up past it.
+    pub deadline: DateTime<Utc>,
+    pub source_ami: String,
+    pub recipe: Recipe,
+    pub builder: BuilderRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<CommandRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copies: Option<Vec<ImageRef>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published: Option<Published>,
+}
+
+/// A wait loop's bound: how many checks so far, how many allowed, and the bake's deadline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Poll {
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub deadline: DateTime<Utc>,
+}
+
+impl Poll {
+    /// Room for `minutes` of checks every `poll_seconds`, but never past `deadline`.
+    pub fn new(minutes: u32, poll_seconds: u32, deadline: DateTime<Utc>) -> Self {
+        let max_attempts = (minutes.saturating_mul(60))
+            .div_ceil(poll_seconds.max(1))
+            .saturating_add(2);
+        Self {
+            attempts: 0,
+            max_attempts,
+            deadline,
+        }
+    }
+
+    /// Counts one more check of `what`; fails once the loop has used up its checks or the deadline.
+    pub fn tick(&mut self, what: &str, now: DateTime<Utc>) -> Result<()> {
+        self.attempts = self.attempts.saturating_add(1);
+        if now > self.deadline {
+            return Err(Error::WaitTimedOut {
+                what: what.to_owned(),
+                attempts: self.attempts,
+                deadline_note: format!(
+                    " (the bake's deadline {} has passed)",
+                    self.deadline.to_rfc3339()
+                ),
+            });
+        }
+        if self.attempts > self.max_attempts {
+            return Err(Error::WaitTimedOut {
+                what: what.to_owned(),
+                attempts: self.attempts,
+                deadline_note: String::new(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuilderRef {
+    pub instance_id: String,
+    pub region: String,
+    pub ready: bool,
+    pub state: String,
+    #[serde(flatten)]
+    pub poll: Poll,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CommandStage {
+    Provision,
+    Sanitize,
+}
+
+impl CommandStage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandStage::Provision => "provision",
+            CommandStage::Sanitize => "sanitize",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandRef {
+    pub command_id: String,
+    pub instance_id: String,
+    pub region: String,
+    pub stage: CommandStage,
+    pub status: String,
+    pub done: bool,
+    #[serde(flatten)]
+    pub poll: Poll,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageRef {
+    pub image_id: String,
+    pub name: String,
+    pub region: String,
+    pub state: String,
+    pub available: bool,
+    pub poll_seconds: u32,
+    #[serde(flatten)]
+    pub poll: Poll,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Published {
+    pub version: Version,
+    pub generation: u64,
+    pub images: BTreeMap<String, String>,
+}
+
+/// The golden image's name: unique per type and version, so a retried stage finds its image by name.
+pub fn image_name(image_type: &str, version: &Version) -> String {
+    format!("golden-{image_type}-{version}")
+}
+
+/// A client token for an idempotent EC2 call: the same execution and purpose always give the same token.
+pub fn client_token(execution_id: &str, purpose: &str) -> String {
+    let digest = Sha256::digest(format!("{execution_id}\n{purpose}").as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("golden-{}", &hex[..48])
+}
+
+/// The tags every golden image and its snapshots carry (DESIGN.md "Tags"), over the recipe's own tags.
+pub fn image_tags(
+    recipe: &Recipe,
+    version: &Version,
+    execution_id: &str,
+    source_ami: &str,
+) -> BTreeMap<String, String> {
+    let mut t = recipe.tags.clone();
+    t.insert(tags::ROLE.into(), tags::ROLE_IMAGE.into());
+    t.insert(tags::TYPE.into(), recipe.image_type.clone());
+    t.insert(tags::VERSION.into(), version.to_string());
+    t.insert(tags::EXECUTION.into(), execution_id.into());
+    t.insert(tags::SOURCE_AMI.into(), source_ami.into());
+    t.insert(tags::NAME.into(), image_name(&recipe.image_type, version));
+    t
+}
+
+/// Checks a payload field that serde cannot: non-empty ids and names.
+pub(crate) fn require(value: &str, what: &str) -> Result<()> {
+    if value.trim().is_empty() {
+        return Err(Error::InvalidInput(format!("{what} is empty")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(min: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 25, 1, min, 0)
+            .single()
+            .expect("valid time")
+    }
+
+    #[test]
+    fn poll_allows_the_budget_then_times_out() {
+        let mut poll = Poll::new(1, 30, at(59));
+        assert_eq!(poll.max_attempts, 4);
+        for _ in 0..4 {
+            poll.tick("image ami-1", at(0)).expect("within budget");
+        }
+        let err = poll.tick("image ami-1", at(0)).unwrap_err();
+        assert_eq!(err.error_type(), "WaitTimedOut");
+        assert!(
+            err.to_string().contains("image ami-1 after 5 checks"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn poll_times_out_past_the_deadline_whatever_the_count() {
+        let mut poll = Poll::new(600, 1, at(10));
+        let err = poll.tick("builder i-1", at(11)).unwrap_err();
+        assert!(err.to_string().contains("deadline"), "{err}");
+    }
+
+    #[test]
+    fn client_tokens_are_stable_distinct_and_short_enough() {
+        let a = client_token("arn:exec:1", "launch");
+        assert_eq!(a, client_token("arn:exec:1", "launch"));
+        assert_ne!(a, client_token("arn:exec:1", "copy us-west-2"));
+        assert_ne!(a, client_token("arn:exec:2", "launch"));
+        assert!(a.len() <= 64);
+    }
+}

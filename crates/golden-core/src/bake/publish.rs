@@ -1,0 +1,72 @@
+//! publish: add the new version to the manifest (current, if newest) and update the SSM parameters.
+
+use std::collections::BTreeMap;
+
+use super::{BakeState, Published, Services};
+use crate::error::{Error, Result};
+use crate::manifest::{Edit, VersionEntry, VersionStatus};
+use crate::publishing::{sync_parameters, update_manifest};
+
+pub async fn handle(services: &Services, bake: BakeState) -> Result<Published> {
+    let image = bake.image.as_ref().filter(|i| i.available).ok_or_else(|| {
+        Error::InvalidInput(
+            "publish needs an available image in $.image; the image stage has not finished".into(),
+        )
+    })?;
+    let mut images = BTreeMap::from([(image.region.clone(), image.image_id.clone())]);
+    for copy in bake.copies.iter().flatten() {
+        if !copy.available {
+            return Err(Error::InvalidInput(format!(
+                "copy {} in {} is not available yet",
+                copy.image_id, copy.region
+            )));
+        }
+        images.insert(copy.region.clone(), copy.image_id.clone());
+    }
+    if let Some(missing) = bake
+        .recipe
+        .all_regions()
+        .into_iter()
+        .find(|r| !images.contains_key(r))
+    {
+        return Err(Error::InvalidInput(format!(
+            "no image for region {missing}; the Distribute stage did not cover it"
+        )));
+    }
+    let entry = VersionEntry {
+        version: bake.version.clone(),
+        created_at: bake.version.created_at(),
+        source_ami: bake.source_ami.clone(),
+        execution: bake.execution_id.clone(),
+        images: images.clone(),
+        status: VersionStatus::Published,
+        revoked_reason: None,
+        revoked_at: None,
+    };
+    let keep = usize::try_from(bake.recipe.keep).unwrap_or(usize::MAX);
+    let updated = update_manifest(services.store.as_ref(), services.now(), |m| {
+        let added = m.add_version(&bake.image_type, entry.clone(), true)?;
+        let trimmed = m.trim_history(&bake.image_type, keep);
+        Ok(if added == Edit::Changed || !trimmed.is_empty() {
+            Edit::Changed
+        } else {
+            Edit::Unchanged
+        })
+    })
+    .await?;
+    let parameters =
+        sync_parameters(services.ssm.as_ref(), &updated.manifest, &bake.image_type).await?;
+    tracing::info!(
+        r#type = %bake.image_type,
+        version = %bake.version,
+        generation = updated.manifest.generation,
+        changed = updated.changed,
+        ?parameters,
+        "published"
+    );
+    Ok(Published {
+        version: bake.version,
+        generation: updated.manifest.generation,
+        images,
+    })
+}

@@ -1,0 +1,189 @@
+//! The AWS operations the product uses, as small traits over plain data.
+//!
+//! Handlers take these traits, so the decisions around each call are testable without AWS; the adapters in
+//! [`crate::aws`] implement them on the SDK clients. Every method takes the region because a bake spans
+//! several (build region plus copy regions) and EC2/SSM clients are regional.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::error::Result;
+
+/// An EC2 instance, reduced to what the pipeline looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    pub instance_id: String,
+    pub image_id: String,
+    /// `pending`, `running`, `stopping`, `stopped`, `shutting-down`, `terminated`.
+    pub state: String,
+    pub launch_time: Option<DateTime<Utc>>,
+    pub private_ip: Option<String>,
+    pub public_ip: Option<String>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// An AMI, reduced to what the pipeline looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    pub image_id: String,
+    pub name: String,
+    /// `pending`, `available`, `failed`, `invalid`, `deregistered`, ...
+    pub state: String,
+    pub state_reason: Option<String>,
+    pub creation_date: Option<String>,
+    pub snapshot_ids: Vec<String>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A block device of the builder, from the recipe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockDeviceSpec {
+    pub device_name: String,
+    pub volume_size_gb: u32,
+    pub volume_type: String,
+    pub delete_on_termination: bool,
+    pub encrypted: bool,
+    pub kms_key_id: Option<String>,
+}
+
+/// Everything RunInstances needs to start a builder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchSpec {
+    pub image_id: String,
+    pub instance_type: String,
+    pub subnet_id: String,
+    pub security_group_ids: Vec<String>,
+    pub instance_profile: Option<String>,
+    pub associate_public_ip: bool,
+    pub block_devices: Vec<BlockDeviceSpec>,
+    /// Tags for the instance and its volumes.
+    pub tags: BTreeMap<String, String>,
+    /// Makes a retried launch return the first launch's instance (at most 64 ASCII characters).
+    pub client_token: String,
+}
+
+/// A request to copy an image into another region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopySpec {
+    pub source_region: String,
+    pub source_image_id: String,
+    pub name: String,
+    pub description: String,
+    pub client_token: String,
+    pub kms_key_id: Option<String>,
+}
+
+#[async_trait]
+pub trait Ec2: Send + Sync {
+    async fn run_instance(&self, region: &str, spec: &LaunchSpec) -> Result<Instance>;
+    async fn describe_instance(&self, region: &str, instance_id: &str) -> Result<Option<Instance>>;
+    /// Instances (any state but `terminated`) carrying every one of `tags`.
+    async fn find_instances(&self, region: &str, tags: &[(&str, &str)]) -> Result<Vec<Instance>>;
+    async fn terminate_instances(&self, region: &str, instance_ids: &[String]) -> Result<()>;
+    /// Creates an image of a (stopped or running) instance, rebooting it for a consistent file system.
+    async fn create_image(
+        &self,
+        region: &str,
+        instance_id: &str,
+        name: &str,
+        description: &str,
+    ) -> Result<String>;
+    async fn copy_image(&self, region: &str, spec: &CopySpec) -> Result<String>;
+    async fn describe_image(&self, region: &str, image_id: &str) -> Result<Option<Image>>;
+    /// Our own images (any state) carrying every one of `tags`, and named `name` if given.
+    async fn find_images(
+        &self,
+        region: &str,
+        name: Option<&str>,
+        tags: &[(&str, &str)],
+    ) -> Result<Vec<Image>>;
+    async fn create_tags(
+        &self,
+        region: &str,
+        resource_ids: &[String],
+        tags: &BTreeMap<String, String>,
+    ) -> Result<()>;
+    async fn deregister_image(&self, region: &str, image_id: &str) -> Result<()>;
+    async fn delete_snapshot(&self, region: &str, snapshot_id: &str) -> Result<()>;
+}
+
+/// The result of one SSM command on one instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandInvocation {
+    /// `Pending`, `InProgress`, `Delayed`, `Success`, `Failed`, `TimedOut`, `Cancelled`, `Cancelling`.
+    pub status: String,
+    pub exit_code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// A command to run on an instance through SSM Run Command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandSpec {
+    pub instance_id: String,
+    pub document: String,
+    pub commands: Vec<String>,
+    pub timeout_seconds: u32,
+    /// Identifies the command for a retried send (SendCommand has no client token).
+    pub comment: String,
+}
+
+#[async_trait]
+pub trait Ssm: Send + Sync {
+    async fn get_parameter(&self, region: &str, name: &str) -> Result<Option<String>>;
+    async fn put_image_parameter(&self, region: &str, name: &str, image_id: &str) -> Result<()>;
+    /// The SSM agent's ping status (`Online`, `ConnectionLost`, `Inactive`), or None if not registered yet.
+    async fn agent_status(&self, region: &str, instance_id: &str) -> Result<Option<String>>;
+    async fn send_command(&self, region: &str, spec: &CommandSpec) -> Result<String>;
+    /// The id of a command already sent to `instance_id` with this `comment`, if any.
+    async fn find_command(
+        &self,
+        region: &str,
+        instance_id: &str,
+        comment: &str,
+    ) -> Result<Option<String>>;
+    async fn command_invocation(
+        &self,
+        region: &str,
+        command_id: &str,
+        instance_id: &str,
+    ) -> Result<Option<CommandInvocation>>;
+}
+
+/// An object read with its ETag, for conditional writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    pub body: Vec<u8>,
+    pub etag: String,
+}
+
+/// When a put may happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutCondition {
+    Always,
+    /// Only if the key does not exist (`If-None-Match: *`).
+    IfAbsent,
+    /// Only if the object still has this ETag (`If-Match`).
+    IfMatch(String),
+}
+
+/// What a conditional put did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutOutcome {
+    Written {
+        etag: String,
+    },
+    /// The condition failed (HTTP 412, or 409 for a concurrent conditional write).
+    ConditionFailed,
+}
+
+/// The product's bucket (`GOLDEN_BUCKET`).
+#[async_trait]
+pub trait ObjectStore: Send + Sync {
+    fn bucket(&self) -> &str;
+    async fn get(&self, key: &str) -> Result<Option<StoredObject>>;
+    async fn put(&self, key: &str, body: Vec<u8>, condition: PutCondition) -> Result<PutOutcome>;
+    async fn delete(&self, key: &str) -> Result<()>;
+}

@@ -1,0 +1,64 @@
+//! What every Lambda's `main` wires: JSON tracing, the config, the SDK clients and the runtime loop.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use lambda_runtime::{service_fn, LambdaEvent};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::aws::{self, AwsEc2, AwsSsm, S3Store};
+use crate::bake::Services;
+use crate::config::Config;
+use crate::error::{in_stage, Result};
+
+/// JSON logs for CloudWatch, filtered by `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(false)
+        .with_target(false)
+        .without_time() // Lambda stamps each line
+        .try_init();
+}
+
+/// The handlers' services on the real SDK clients, from one `aws-config` load.
+pub async fn services(config: &Config) -> Services {
+    let sdk = aws::load_config().await;
+    Services::new(
+        Arc::new(AwsEc2::new(sdk.clone())),
+        Arc::new(AwsSsm::new(sdk.clone())),
+        Arc::new(S3Store::new(aws_sdk_s3::Client::new(&sdk), &config.bucket)),
+    )
+}
+
+/// Runs a stage handler as a Lambda: errors reach Step Functions as `<Stage>: <message>` with the ASL
+/// error name as their type (docs/stages.md).
+pub async fn serve<I, O, F, Fut>(
+    stage: &'static str,
+    handler: F,
+) -> std::result::Result<(), lambda_runtime::Error>
+where
+    I: DeserializeOwned + Send + 'static,
+    O: Serialize + 'static,
+    F: Fn(Services, I) -> Fut,
+    Fut: Future<Output = Result<O>>,
+{
+    init_tracing();
+    let config = Config::from_env()?;
+    let services = services(&config).await;
+    lambda_runtime::run(service_fn(|event: LambdaEvent<I>| {
+        let result = handler(services.clone(), event.payload);
+        async move {
+            result.await.map_err(|e| {
+                let e = in_stage(stage)(e);
+                tracing::error!(error_type = e.error.error_type(), error = %e, "stage failed");
+                e
+            })
+        }
+    }))
+    .await
+}

@@ -1,0 +1,535 @@
+//! Stage behaviour the local emulator cannot show (moto runs no SSM command, never throttles, never fails an
+//! image, and has no SSM agent registry), on the real adapters over `aws-smithy-mocks` clients.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
+use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
+use aws_sdk_ec2::types::{
+    Image as Ec2Image, ImageState, Instance as Ec2Instance, InstanceState, InstanceStateName,
+    Reservation, StateReason,
+};
+use aws_sdk_s3::operation::get_object::GetObjectOutput;
+use aws_sdk_s3::operation::put_object::PutObjectOutput;
+use aws_sdk_ssm::operation::describe_instance_information::DescribeInstanceInformationOutput;
+use aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput;
+use aws_sdk_ssm::operation::list_commands::ListCommandsOutput;
+use aws_sdk_ssm::operation::put_parameter::PutParameterOutput;
+use aws_sdk_ssm::types::{CommandInvocationStatus, InstanceInformation, PingStatus};
+use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
+use aws_smithy_types::byte_stream::ByteStream;
+use aws_smithy_types::retry::RetryConfig;
+use chrono::{TimeZone, Utc};
+use golden_core::aws::{AwsEc2, AwsSsm, S3Store};
+use golden_core::bake::command::{self, RunCommandInput};
+use golden_core::bake::{
+    image, publish, ready, BakeState, BuilderRef, CommandRef, CommandStage, ImageRef, Poll,
+    Services,
+};
+use golden_core::manifest::Manifest;
+use serde_json::json;
+
+const EXEC: &str = "arn:aws:states:us-east-1:123456789012:execution:bake:unit-1";
+
+fn ec2(rules: &[&Rule]) -> aws_sdk_ec2::Client {
+    mock_client!(aws_sdk_ec2, RuleMode::MatchAny, rules, |c| c
+        .retry_config(fast_retries()))
+}
+fn ssm(rules: &[&Rule]) -> aws_sdk_ssm::Client {
+    mock_client!(aws_sdk_ssm, RuleMode::MatchAny, rules, |c| c
+        .retry_config(fast_retries()))
+}
+fn s3(rules: &[&Rule]) -> aws_sdk_s3::Client {
+    mock_client!(aws_sdk_s3, RuleMode::MatchAny, rules, |c| c
+        .retry_config(fast_retries()))
+}
+
+/// The SDK's standard retry policy (what the Lambdas run with), with a short backoff for tests.
+fn fast_retries() -> RetryConfig {
+    RetryConfig::standard()
+        .with_max_attempts(3)
+        .with_initial_backoff(Duration::from_millis(1))
+}
+
+fn services(
+    ec2: aws_sdk_ec2::Client,
+    ssm: aws_sdk_ssm::Client,
+    s3: aws_sdk_s3::Client,
+) -> Services {
+    let mut s = Services::new(
+        Arc::new(AwsEc2::from_client(ec2)),
+        Arc::new(AwsSsm::from_client(ssm)),
+        Arc::new(S3Store::new(s3, "golden-unit")),
+    );
+    s.clock = Arc::new(|| {
+        Utc.with_ymd_and_hms(2026, 11, 25, 1, 30, 0)
+            .single()
+            .expect("valid time")
+    });
+    s
+}
+
+fn poll() -> Poll {
+    Poll {
+        attempts: 0,
+        max_attempts: 10,
+        deadline: Utc
+            .with_ymd_and_hms(2026, 11, 25, 3, 0, 0)
+            .single()
+            .expect("valid time"),
+    }
+}
+
+fn command_ref() -> CommandRef {
+    CommandRef {
+        command_id: "cmd-1".into(),
+        instance_id: "i-0builder".into(),
+        region: "us-east-1".into(),
+        stage: CommandStage::Provision,
+        status: "Pending".into(),
+        done: false,
+        poll: poll(),
+    }
+}
+
+fn image_ref() -> ImageRef {
+    ImageRef {
+        image_id: "ami-0aaa1111".into(),
+        name: "golden-bld-linux64-20261125T011500Z".into(),
+        region: "us-east-1".into(),
+        state: "pending".into(),
+        available: false,
+        poll_seconds: 1,
+        poll: poll(),
+    }
+}
+
+fn ssm_error(status: u16, code: &str, message: &str) -> aws_smithy_runtime_api::http::Response {
+    let body = json!({ "__type": code, "message": message }).to_string();
+    aws_smithy_runtime_api::http::Response::new(status.try_into().expect("status"), body.into())
+}
+
+fn ec2_error(status: u16, code: &str, message: &str) -> aws_smithy_runtime_api::http::Response {
+    let body = format!("<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>r-1</RequestID></Response>");
+    aws_smithy_runtime_api::http::Response::new(status.try_into().expect("status"), body.into())
+}
+
+fn s3_error(status: u16, code: &str) -> aws_smithy_runtime_api::http::Response {
+    let body = format!("<Error><Code>{code}</Code><Message>{code}</Message></Error>");
+    aws_smithy_runtime_api::http::Response::new(status.try_into().expect("status"), body.into())
+}
+
+fn invocation(status: CommandInvocationStatus, code: i32, stdout: &str, stderr: &str) -> Rule {
+    let (stdout, stderr) = (stdout.to_owned(), stderr.to_owned());
+    mock!(aws_sdk_ssm::Client::get_command_invocation).then_output(move || {
+        GetCommandInvocationOutput::builder()
+            .status(status.clone())
+            .response_code(code)
+            .standard_output_content(stdout.clone())
+            .standard_error_content(stderr.clone())
+            .build()
+    })
+}
+
+#[tokio::test]
+async fn command_failure_carries_the_tail_of_stderr() {
+    // GIVEN puppet failed on the builder after a lot of output
+    let noise: String = (0..300)
+        .map(|i| format!("Notice: applied resource {i}\n"))
+        .collect();
+    let stderr = format!("{noise}Error: Could not request certificate: Connection refused - connect(2) for puppet.build.example.com port 8140\n");
+    let rule = invocation(CommandInvocationStatus::Failed, 1, "", &stderr);
+    let services = services(ec2(&[]), ssm(&[&rule]), s3(&[]));
+    // WHEN its status is checked
+    let err = command::status(&services, command_ref())
+        .await
+        .expect_err("a failed command is an error");
+    // THEN the error is CommandFailed, names the command, instance and region, and ends with the real cause
+    assert_eq!(err.error_type(), "CommandFailed");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(
+            "provision command cmd-1 on i-0builder in us-east-1 ended Failed (exit code 1)"
+        ),
+        "{msg}"
+    );
+    assert!(msg.ends_with("port 8140"), "{msg}");
+    assert!(
+        msg.len() < 2300,
+        "only the tail is kept, got {} chars",
+        msg.len()
+    );
+}
+
+#[tokio::test]
+async fn command_timeout_without_stderr_reports_stdout_tail() {
+    let rule = invocation(
+        CommandInvocationStatus::TimedOut,
+        -1,
+        "Running puppet...\nstill waiting for the puppet server",
+        "",
+    );
+    let services = services(ec2(&[]), ssm(&[&rule]), s3(&[]));
+    let err = command::status(&services, command_ref())
+        .await
+        .expect_err("a timed out command is an error");
+    assert_eq!(err.error_type(), "CommandFailed");
+    assert!(err.to_string().contains("ended TimedOut"), "{err}");
+    assert!(
+        err.to_string()
+            .ends_with("still waiting for the puppet server"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn command_in_progress_or_not_yet_registered_keeps_waiting() {
+    let in_progress = invocation(CommandInvocationStatus::InProgress, -1, "", "");
+    let services_a = services(ec2(&[]), ssm(&[&in_progress]), s3(&[]));
+    let c = command::status(&services_a, command_ref())
+        .await
+        .expect("in progress is not an error");
+    assert!(!c.done);
+    assert_eq!(c.poll.attempts, 1);
+    assert_eq!(c.status, "InProgress");
+
+    // Just after SendCommand, GetCommandInvocation answers InvocationDoesNotExist.
+    let missing = mock!(aws_sdk_ssm::Client::get_command_invocation)
+        .then_http_response(|| ssm_error(400, "InvocationDoesNotExist", "no invocation yet"));
+    let services_b = services(ec2(&[]), ssm(&[&missing]), s3(&[]));
+    let c = command::status(&services_b, command_ref())
+        .await
+        .expect("not registered yet is not an error");
+    assert!(!c.done);
+    assert_eq!(c.poll.attempts, 1);
+}
+
+#[tokio::test]
+async fn command_success_is_done() {
+    let rule = invocation(CommandInvocationStatus::Success, 0, "ok", "");
+    let services = services(ec2(&[]), ssm(&[&rule]), s3(&[]));
+    let c = command::status(&services, command_ref())
+        .await
+        .expect("success");
+    assert!(c.done);
+}
+
+fn image_output(state: ImageState, reason: Option<&str>) -> DescribeImagesOutput {
+    let mut image = Ec2Image::builder()
+        .image_id("ami-0aaa1111")
+        .name("golden-bld-linux64-20261125T011500Z")
+        .state(state);
+    if let Some(reason) = reason {
+        image = image.state_reason(
+            StateReason::builder()
+                .code("Client.InternalError")
+                .message(reason)
+                .build(),
+        );
+    }
+    DescribeImagesOutput::builder()
+        .images(image.build())
+        .build()
+}
+
+#[tokio::test]
+async fn throttled_describe_is_retried_by_the_sdk_then_succeeds() {
+    // GIVEN EC2 throttles the first DescribeImages
+    let rule = mock!(aws_sdk_ec2::Client::describe_images)
+        .sequence()
+        .http_response(|| ec2_error(503, "RequestLimitExceeded", "Request limit exceeded."))
+        .output(|| image_output(ImageState::Available, None))
+        .build();
+    let services = services(ec2(&[&rule]), ssm(&[]), s3(&[]));
+    // WHEN the image status is checked
+    let image = image::status(&services, image_ref())
+        .await
+        .expect("the retry succeeds");
+    // THEN the SDK retried once and the stage saw the answer
+    assert!(image.available);
+    assert_eq!(rule.num_calls(), 2);
+}
+
+#[tokio::test]
+async fn throttling_that_outlasts_sdk_retries_is_reported_as_throttled_for_the_asl_to_retry() {
+    let rule = mock!(aws_sdk_ec2::Client::describe_images)
+        .sequence()
+        .http_response(|| ec2_error(503, "RequestLimitExceeded", "Request limit exceeded."))
+        .times(5)
+        .build();
+    let services = services(ec2(&[&rule]), ssm(&[]), s3(&[]));
+    let err = image::status(&services, image_ref())
+        .await
+        .expect_err("still throttled");
+    assert_eq!(err.error_type(), "Throttled");
+    assert!(err.is_retryable());
+    assert!(
+        err.to_string()
+            .contains("DescribeImages on ami-0aaa1111 in us-east-1"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn image_that_goes_failed_is_image_failed_with_its_reason() {
+    let rule = mock!(aws_sdk_ec2::Client::describe_images)
+        .then_output(|| image_output(ImageState::Failed, Some("snapshot creation failed")));
+    let services = services(ec2(&[&rule]), ssm(&[]), s3(&[]));
+    let err = image::status(&services, image_ref())
+        .await
+        .expect_err("a failed image is an error");
+    assert_eq!(err.error_type(), "ImageFailed");
+    assert_eq!(
+        err.to_string(),
+        "image ami-0aaa1111 in us-east-1 went failed: snapshot creation failed"
+    );
+}
+
+fn instance_output(state: InstanceStateName) -> DescribeInstancesOutput {
+    let instance = Ec2Instance::builder()
+        .instance_id("i-0builder")
+        .image_id("ami-0base")
+        .state(InstanceState::builder().name(state).build())
+        .build();
+    DescribeInstancesOutput::builder()
+        .reservations(Reservation::builder().instances(instance).build())
+        .build()
+}
+
+fn builder_ref() -> BuilderRef {
+    BuilderRef {
+        instance_id: "i-0builder".into(),
+        region: "us-east-1".into(),
+        ready: false,
+        state: "pending".into(),
+        poll: poll(),
+    }
+}
+
+fn agent(ping: PingStatus) -> Rule {
+    mock!(aws_sdk_ssm::Client::describe_instance_information).then_output(move || {
+        DescribeInstanceInformationOutput::builder()
+            .instance_information_list(
+                InstanceInformation::builder()
+                    .instance_id("i-0builder")
+                    .ping_status(ping.clone())
+                    .build(),
+            )
+            .build()
+    })
+}
+
+#[tokio::test]
+async fn builder_is_ready_only_when_running_with_its_agent_online() {
+    let running = mock!(aws_sdk_ec2::Client::describe_instances)
+        .then_output(|| instance_output(InstanceStateName::Running));
+    let online = agent(PingStatus::Online);
+    let b = ready::handle(
+        &services(ec2(&[&running]), ssm(&[&online]), s3(&[])),
+        builder_ref(),
+    )
+    .await
+    .expect("ready");
+    assert!(b.ready);
+    assert_eq!(b.state, "running");
+
+    let lost = agent(PingStatus::ConnectionLost);
+    let b = ready::handle(
+        &services(ec2(&[&running]), ssm(&[&lost]), s3(&[])),
+        builder_ref(),
+    )
+    .await
+    .expect("not ready yet");
+    assert!(!b.ready);
+    assert_eq!(b.poll.attempts, 1);
+
+    let unregistered = mock!(aws_sdk_ssm::Client::describe_instance_information)
+        .then_output(|| DescribeInstanceInformationOutput::builder().build());
+    let b = ready::handle(
+        &services(ec2(&[&running]), ssm(&[&unregistered]), s3(&[])),
+        builder_ref(),
+    )
+    .await
+    .expect("not ready yet");
+    assert!(!b.ready);
+}
+
+#[tokio::test]
+async fn builder_that_terminates_while_booting_fails_the_bake() {
+    let gone = mock!(aws_sdk_ec2::Client::describe_instances)
+        .then_output(|| instance_output(InstanceStateName::Terminated));
+    let err = ready::handle(&services(ec2(&[&gone]), ssm(&[]), s3(&[])), builder_ref())
+        .await
+        .expect_err("terminated builder");
+    assert_eq!(err.error_type(), "BuilderFailed");
+    assert!(
+        err.to_string()
+            .starts_with("builder i-0builder in us-east-1 is terminated"),
+        "{err}"
+    );
+}
+
+fn bake_state() -> BakeState {
+    serde_json::from_value(json!({
+        "type": "bld-linux64",
+        "executionId": EXEC,
+        "version": "20261125T011500Z",
+        "pollSeconds": 1,
+        "deadline": "2026-11-25T03:15:00Z",
+        "sourceAmi": "ami-0123456789abcdef0",
+        "recipe": {
+            "type": "bld-linux64", "platform": "linux", "base_ami": "ami-0123456789abcdef0",
+            "instance_type": "c5.2xlarge", "build_region": "us-east-1", "subnet_id": "subnet-0abc",
+            "copy_to_regions": ["us-west-2"],
+            "provision": { "commands": ["puppet agent --test"], "env": { "PUPPET_SERVER": "puppet.example.com" } }
+        },
+        "builder": { "instanceId": "i-0builder", "region": "us-east-1", "ready": true, "state": "running",
+                     "attempts": 1, "maxAttempts": 10, "deadline": "2026-11-25T03:15:00Z" },
+        "image": { "imageId": "ami-0aaa1111", "name": "golden-bld-linux64-20261125T011500Z", "region": "us-east-1",
+                   "state": "available", "available": true, "pollSeconds": 1,
+                   "attempts": 1, "maxAttempts": 10, "deadline": "2026-11-25T03:15:00Z" },
+        "copies": [ { "imageId": "ami-0bbb2222", "name": "golden-bld-linux64-20261125T011500Z", "region": "us-west-2",
+                      "state": "available", "available": true, "pollSeconds": 1,
+                      "attempts": 1, "maxAttempts": 10, "deadline": "2026-11-25T03:15:00Z" } ]
+    }))
+    .expect("a valid bake state")
+}
+
+#[tokio::test]
+async fn run_command_retried_finds_the_command_already_sent() {
+    // GIVEN this execution's provision command was already sent (a Step Functions retry after a timeout)
+    let comment = "golden-ami provision ".to_owned();
+    let listed = mock!(aws_sdk_ssm::Client::list_commands).then_compute_output(move |_| {
+        ListCommandsOutput::builder()
+            .commands(
+                aws_sdk_ssm::types::Command::builder()
+                    .command_id("cmd-first")
+                    .comment(format!("{comment}{}", hash_of_exec()))
+                    .build(),
+            )
+            .build()
+    });
+    let send = mock!(aws_sdk_ssm::Client::send_command)
+        .then_output(|| aws_sdk_ssm::operation::send_command::SendCommandOutput::builder().build());
+    let services = services(ec2(&[]), ssm(&[&listed, &send]), s3(&[]));
+    // WHEN run-command runs again
+    let c = command::run(
+        &services,
+        RunCommandInput {
+            stage: CommandStage::Provision,
+            bake: bake_state(),
+        },
+    )
+    .await
+    .expect("reuses");
+    // THEN it reuses the command and sends nothing
+    assert_eq!(c.command_id, "cmd-first");
+    assert_eq!(send.num_calls(), 0);
+}
+
+fn hash_of_exec() -> String {
+    golden_core::bake::client_token(EXEC, "command")[7..39].to_owned()
+}
+
+fn manifest_with(version: &str, image: &str) -> Vec<u8> {
+    json!({
+        "schema": 1, "generation": 3, "updatedAt": "2026-11-24T01:40:00Z",
+        "types": { "tst-linux64": { "current": version, "versions": [ {
+            "version": version, "createdAt": "2026-11-24T01:15:00Z", "sourceAmi": "ami-0123456789abcdef0",
+            "execution": "arn:aws:states:us-east-1:123456789012:execution:bake:other",
+            "images": { "us-east-1": image }, "status": "published" } ] } }
+    })
+    .to_string()
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn publish_that_loses_a_race_rereads_and_keeps_both_updates() {
+    // GIVEN the manifest changes between our read and our write (another type was published meanwhile)
+    let first = manifest_with("20261124T011500Z", "ami-01111111");
+    let second = manifest_with("20261125T001500Z", "ami-02222222");
+    let get = mock!(aws_sdk_s3::Client::get_object)
+        .sequence()
+        .output(move || {
+            GetObjectOutput::builder()
+                .e_tag("\"e1\"")
+                .body(ByteStream::from(first.clone()))
+                .build()
+        })
+        .output(move || {
+            GetObjectOutput::builder()
+                .e_tag("\"e2\"")
+                .body(ByteStream::from(second.clone()))
+                .build()
+        })
+        .build();
+    let stale_put = mock!(aws_sdk_s3::Client::put_object)
+        .match_requests(|r| r.if_match() == Some("\"e1\""))
+        .then_http_response(|| s3_error(412, "PreconditionFailed"));
+    let written = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = written.clone();
+    let good_put = mock!(aws_sdk_s3::Client::put_object)
+        .match_requests(|r| r.if_match() == Some("\"e2\""))
+        .then_compute_output(move |r| {
+            let bytes = r.body().bytes().map(<[u8]>::to_vec).unwrap_or_default();
+            *sink.lock().expect("lock") = bytes;
+            PutObjectOutput::builder().e_tag("\"e3\"").build()
+        });
+    let put_parameter = mock!(aws_sdk_ssm::Client::put_parameter)
+        .then_output(|| PutParameterOutput::builder().version(1).build());
+    let services = services(
+        ec2(&[]),
+        ssm(&[&put_parameter]),
+        s3(&[&get, &stale_put, &good_put]),
+    );
+    // WHEN publish runs
+    let published = publish::handle(&services, bake_state())
+        .await
+        .expect("publish succeeds after one lost race");
+    // THEN the second write was conditional on the re-read ETag and kept the other writer's update
+    assert_eq!(stale_put.num_calls(), 1);
+    assert_eq!(good_put.num_calls(), 1);
+    let manifest =
+        Manifest::parse(&written.lock().expect("lock")).expect("a valid manifest was written");
+    assert_eq!(manifest.generation, 4);
+    assert_eq!(
+        manifest.current("tst-linux64").map(|v| v.version.as_str()),
+        Some("20261125T001500Z")
+    );
+    let ours = manifest
+        .current("bld-linux64")
+        .expect("our type is published");
+    assert_eq!(
+        ours.images.get("us-west-2").map(String::as_str),
+        Some("ami-0bbb2222")
+    );
+    assert_eq!(published.generation, 4);
+    // and both regions' SSM parameters point at the new image
+    assert_eq!(put_parameter.num_calls(), 2);
+}
+
+#[tokio::test]
+async fn publish_over_a_corrupt_manifest_fails_and_writes_nothing() {
+    let get = mock!(aws_sdk_s3::Client::get_object).then_output(|| {
+        GetObjectOutput::builder()
+            .e_tag("\"e1\"")
+            .body(ByteStream::from_static(b"{\"schema\": 1, \"types\": ["))
+            .build()
+    });
+    let put =
+        mock!(aws_sdk_s3::Client::put_object).then_output(|| PutObjectOutput::builder().build());
+    let put_parameter = mock!(aws_sdk_ssm::Client::put_parameter)
+        .then_output(|| PutParameterOutput::builder().build());
+    let services = services(ec2(&[]), ssm(&[&put_parameter]), s3(&[&get, &put]));
+    let err = publish::handle(&services, bake_state())
+        .await
+        .expect_err("corrupt manifest");
+    assert_eq!(err.error_type(), "ManifestCorrupt");
+    assert!(
+        err.to_string().contains("s3://golden-unit/manifest.json"),
+        "{err}"
+    );
+    assert_eq!(put.num_calls(), 0);
+    assert_eq!(put_parameter.num_calls(), 0);
+}
