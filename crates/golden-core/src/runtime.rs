@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::aws::{self, AwsEc2, AwsSsm, S3Store};
 use crate::bake::Services;
 use crate::config::Config;
-use crate::error::{in_stage, Result};
+use crate::error::{in_stage, Error, Result};
 
 /// JSON logs for CloudWatch, filtered by `RUST_LOG` (default `info`).
 pub fn init_tracing() {
@@ -50,10 +50,17 @@ where
     init_tracing();
     let config = Config::from_env()?;
     let services = services(&config).await;
-    lambda_runtime::run(service_fn(|event: LambdaEvent<I>| {
-        let result = handler(services.clone(), event.payload);
+    lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
+        // Parsed here rather than by the runtime, so a payload that breaks the contract is an
+        // `InvalidInput` naming the stage and the field, not the runtime's generic deserialize error.
+        let result =
+            parse_input::<I>(stage, event.payload).map(|input| handler(services.clone(), input));
         async move {
-            result.await.map_err(|e| {
+            let outcome = match result {
+                Ok(future) => future.await,
+                Err(e) => Err(e),
+            };
+            outcome.map_err(|e| {
                 let e = in_stage(stage)(e);
                 tracing::error!(error_type = e.error.error_type(), error = %e, "stage failed");
                 e
@@ -61,4 +68,33 @@ where
         }
     }))
     .await
+}
+
+/// A stage's typed input from its JSON payload.
+pub fn parse_input<I: DeserializeOwned>(stage: &str, payload: serde_json::Value) -> Result<I> {
+    serde_json::from_value(payload).map_err(|e| {
+        Error::InvalidInput(format!(
+            "the {stage} payload does not match its contract (docs/stages.md): {e}"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bake::launch::LaunchInput;
+
+    #[test]
+    fn a_payload_that_breaks_the_contract_is_invalid_input_naming_the_field() {
+        let err =
+            parse_input::<LaunchInput>("LaunchBuilder", serde_json::json!({"input": {"typo": 1}}))
+                .expect_err("malformed");
+        assert_eq!(err.error_type(), "InvalidInput");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("LaunchBuilder payload does not match"),
+            "{msg}"
+        );
+        assert!(msg.contains("typo"), "{msg}");
+    }
 }
