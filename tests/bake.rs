@@ -1,0 +1,604 @@
+//! The real `bake` state machine (infra/statemachine/bake.asl.json) executed by the emulator's Step
+//! Functions against the real functions. Run under `scripts/emulator run -- cargo test` (`make test`).
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_sfn::types::ExecutionStatus;
+use golden_core::tags;
+use golden_it::{tag, unique_type, Emulator, SERIAL};
+use serde_json::{json, Value};
+
+const BUILD: &str = "us-east-1";
+const COPIES: [&str; 2] = ["us-west-2", "eu-west-1"];
+
+fn input(emu: &Emulator, image_type: &str, poll_seconds: u32) -> Value {
+    json!({ "type": image_type, "recipe": emu.recipe(image_type, &COPIES), "pollSeconds": poll_seconds })
+}
+
+async fn parameter(emu: &Emulator, region: &str, name: &str) -> Option<String> {
+    let out = emu
+        .ssm(region)
+        .get_parameter()
+        .name(name)
+        .send()
+        .await
+        .ok()?;
+    out.parameter().and_then(|p| p.value()).map(str::to_owned)
+}
+
+/// Commands sent to an instance, as (document, joined commands).
+async fn commands_sent(emu: &Emulator, instance_id: &str) -> Vec<(String, String)> {
+    let out = emu
+        .ssm(BUILD)
+        .list_commands()
+        .instance_id(instance_id)
+        .send()
+        .await
+        .expect("ListCommands");
+    out.commands()
+        .iter()
+        .map(|c| {
+            let cmds = c
+                .parameters()
+                .and_then(|p| p.get("commands"))
+                .map(|v| v.join("\n"))
+                .unwrap_or_default();
+            (c.document_name().unwrap_or_default().to_owned(), cmds)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn bake_with_two_copy_regions_publishes_tagged_images_and_leaves_nothing_running() {
+    let _serial = SERIAL.lock().await;
+    let emu = Emulator::from_env().await;
+    let ty = unique_type("it-bake");
+    // WHEN a bake of a type with two copy regions runs
+    let (arn, done) = emu.bake(&format!("{ty}-1"), &input(&emu, &ty, 1)).await;
+    // THEN it succeeds
+    assert_eq!(
+        done.status,
+        ExecutionStatus::Succeeded,
+        "error {:?}: {:?}",
+        done.error,
+        done.cause
+    );
+
+    // and the manifest holds the version with its three images as current
+    let manifest = emu.manifest().await.expect("a manifest");
+    let entry = &manifest["types"][&ty];
+    let version = entry["current"]
+        .as_str()
+        .expect("a current version")
+        .to_owned();
+    let published = &entry["versions"][0];
+    assert_eq!(published["version"], version.as_str());
+    assert_eq!(published["status"], "published");
+    assert_eq!(published["execution"], arn.as_str());
+    assert_eq!(published["sourceAmi"], emu.base_ami.as_str());
+    let images = published["images"].as_object().expect("images");
+    assert_eq!(images.len(), 3, "{images:?}");
+
+    for region in [BUILD, COPIES[0], COPIES[1]] {
+        // each region has exactly one image of this type, the published one, tagged per DESIGN.md
+        let found = emu.images(region, &[(tags::TYPE, &ty)]).await;
+        assert_eq!(found.len(), 1, "images of {ty} in {region}: {found:?}");
+        let image = &found[0];
+        assert_eq!(
+            Some(image.image_id().unwrap_or_default()),
+            images[region].as_str(),
+            "{region}"
+        );
+        assert_eq!(
+            image.name(),
+            Some(format!("golden-{ty}-{version}").as_str())
+        );
+        let t = image.tags();
+        assert_eq!(tag(t, tags::ROLE), Some("image"), "{region}");
+        assert_eq!(tag(t, tags::VERSION), Some(version.as_str()));
+        assert_eq!(tag(t, tags::EXECUTION), Some(arn.as_str()));
+        assert_eq!(tag(t, tags::SOURCE_AMI), Some(emu.base_ami.as_str()));
+        assert_eq!(
+            tag(t, "team"),
+            Some("releng-test"),
+            "recipe tags reach the image in {region}"
+        );
+        // and every snapshot of it carries the same tags
+        let snapshot_ids: Vec<&str> = image
+            .block_device_mappings()
+            .iter()
+            .filter_map(|m| m.ebs()?.snapshot_id())
+            .collect();
+        assert!(!snapshot_ids.is_empty(), "{region} image has snapshots");
+        let tagged = emu
+            .snapshots(region, &[(tags::TYPE, &ty), (tags::ROLE, "image")])
+            .await;
+        for id in snapshot_ids {
+            let s = tagged
+                .iter()
+                .find(|s| s.snapshot_id() == Some(id))
+                .unwrap_or_else(|| panic!("snapshot {id} in {region} is not tagged"));
+            assert_eq!(tag(s.tags(), tags::VERSION), Some(version.as_str()));
+            assert_eq!(tag(s.tags(), "team"), Some("releng-test"));
+        }
+        // and the SSM parameter of the region points at it
+        let param = parameter(&emu, region, &format!("/golden-ami/{ty}/current")).await;
+        assert_eq!(
+            param.as_deref(),
+            images[region].as_str(),
+            "parameter in {region}"
+        );
+    }
+
+    // the builder is terminated and the lock is free
+    let builders = emu
+        .instances(BUILD, &[(tags::ROLE, "builder"), (tags::TYPE, &ty)])
+        .await;
+    assert_eq!(builders.len(), 1, "one builder was launched");
+    let builder = &builders[0];
+    assert_eq!(
+        builder.state().and_then(|s| s.name()).map(|n| n.as_str()),
+        Some("terminated")
+    );
+    assert_eq!(tag(builder.tags(), tags::EXECUTION), Some(arn.as_str()));
+    assert!(
+        emu.object(&format!("locks/{ty}.json")).await.is_none(),
+        "the bake lock was released"
+    );
+
+    // the builder got the provisioning commands, then the sanitize script
+    let sent = commands_sent(&emu, builder.instance_id().unwrap_or_default()).await;
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(sent.iter().all(|(doc, _)| doc == "AWS-RunShellScript"));
+    let provision = sent
+        .iter()
+        .find(|(_, c)| c.contains("puppet agent --test"))
+        .expect("provision command sent");
+    assert!(
+        provision
+            .1
+            .contains("export PUPPET_SERVER='puppet.test.example.com'"),
+        "{}",
+        provision.1
+    );
+    let sanitize = sent
+        .iter()
+        .find(|(_, c)| c.contains("ssh_host_"))
+        .expect("sanitize script sent");
+    for needle in [
+        "mask puppet",
+        "/etc/machine-id",
+        "/var/lib/cloud",
+        "'/etc/golden-test-secret'",
+        "sanitize verification failed",
+    ] {
+        assert!(
+            sanitize.1.contains(needle),
+            "sanitize script lacks {needle}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn second_bake_becomes_current_and_keeps_the_first_in_history() {
+    let _serial = SERIAL.lock().await;
+    let emu = Emulator::from_env().await;
+    let ty = unique_type("it-twice");
+    let (_, first) = emu.bake(&format!("{ty}-1"), &input(&emu, &ty, 1)).await;
+    assert_eq!(
+        first.status,
+        ExecutionStatus::Succeeded,
+        "{:?}",
+        first.cause
+    );
+    let v1 = emu.manifest().await.expect("manifest")["types"][&ty]["current"]
+        .as_str()
+        .expect("current")
+        .to_owned();
+    tokio::time::sleep(Duration::from_millis(1100)).await; // versions are UTC seconds
+    let (_, second) = emu.bake(&format!("{ty}-2"), &input(&emu, &ty, 1)).await;
+    assert_eq!(
+        second.status,
+        ExecutionStatus::Succeeded,
+        "{:?}",
+        second.cause
+    );
+
+    let manifest = emu.manifest().await.expect("manifest");
+    let entry = &manifest["types"][&ty];
+    let versions: Vec<&str> = entry["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .filter_map(|v| v["version"].as_str())
+        .collect();
+    assert_eq!(versions.len(), 2);
+    assert_eq!(
+        versions[1], v1,
+        "the first version stays in history, newest first"
+    );
+    assert_eq!(entry["current"].as_str(), Some(versions[0]));
+    assert!(versions[0] > versions[1]);
+    let current_image = entry["versions"][0]["images"][BUILD]
+        .as_str()
+        .expect("image");
+    assert_eq!(
+        parameter(&emu, BUILD, &format!("/golden-ami/{ty}/current"))
+            .await
+            .as_deref(),
+        Some(current_image)
+    );
+}
+
+/// Waits until `check` finds something, polling fast so a test can act inside a bake's Wait state.
+async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn bake_whose_builder_is_interrupted_fails_with_a_readable_cause_and_changes_nothing() {
+    let _serial = SERIAL.lock().await;
+    let emu = Emulator::from_env().await;
+    let ty = unique_type("it-spot");
+    let before = emu.object("manifest.json").await;
+    // GIVEN a bake whose builder is terminated (a spot interruption) while it boots
+    let arn = emu.start(&format!("{ty}-1"), &input(&emu, &ty, 3)).await;
+    let builder = wait_for("the builder", || async {
+        emu.instances(BUILD, &[(tags::EXECUTION, arn.as_str())])
+            .await
+            .into_iter()
+            .find_map(|i| i.instance_id().map(str::to_owned))
+    })
+    .await;
+    emu.ec2(BUILD)
+        .terminate_instances()
+        .instance_ids(&builder)
+        .send()
+        .await
+        .expect("terminate");
+    // WHEN the bake notices
+    let done = emu.finish(&arn).await;
+    // THEN it fails, naming the stage and the instance, and says what it cleaned up
+    assert_eq!(done.status, ExecutionStatus::Failed);
+    assert_eq!(done.error.as_deref(), Some("BuilderFailed"));
+    let cause = done.cause.unwrap_or_default();
+    assert!(
+        cause.starts_with(&format!("CheckBuilder: builder {builder} in us-east-1 is ")),
+        "{cause}"
+    );
+    assert!(cause.contains("released the bake lock"), "{cause}");
+    // and leaves no running builder, no image, the lock free and the manifest byte-for-byte unchanged
+    let live: Vec<_> = emu
+        .instances(BUILD, &[(tags::EXECUTION, arn.as_str())])
+        .await
+        .into_iter()
+        .filter(|i| {
+            !matches!(
+                i.state().and_then(|s| s.name()).map(|n| n.as_str()),
+                Some("terminated" | "shutting-down")
+            )
+        })
+        .collect();
+    assert!(live.is_empty(), "{live:?}");
+    for region in [BUILD, COPIES[0], COPIES[1]] {
+        assert!(emu.images(region, &[(tags::TYPE, &ty)]).await.is_empty());
+    }
+    assert!(emu.object(&format!("locks/{ty}.json")).await.is_none());
+    assert_eq!(emu.object("manifest.json").await, before);
+}
+
+#[tokio::test]
+async fn bake_failing_after_images_exist_discards_them_with_their_snapshots() {
+    let _serial = SERIAL.lock().await;
+    let emu = Emulator::from_env().await;
+    let ty = unique_type("it-late");
+    // GIVEN a bake that will fail at Publish: while it bakes, someone publishes the same version
+    // differently (the manifest refuses to publish a version twice with other images)
+    let arn = emu.start(&format!("{ty}-1"), &input(&emu, &ty, 2)).await;
+    let version = wait_for("the builder's version", || async {
+        emu.instances(BUILD, &[(tags::EXECUTION, arn.as_str())])
+            .await
+            .iter()
+            .find_map(|i| tag(i.tags(), tags::VERSION).map(str::to_owned))
+    })
+    .await;
+    let mut manifest = emu.manifest().await.unwrap_or_else(
+        || json!({"schema": 1, "generation": 0, "updatedAt": "2026-01-01T00:00:00Z", "types": {}}),
+    );
+    manifest["types"][&ty] = json!({ "current": version, "versions": [ {
+        "version": version, "createdAt": "2026-11-25T00:00:00Z", "sourceAmi": "ami-0123456789abcdef0",
+        "execution": "arn:aws:states:us-east-1:123456789012:execution:bake:someone-else",
+        "images": { "us-east-1": "ami-0deadbeefdeadbeef" }, "status": "published" } ] });
+    let conflicting = serde_json::to_vec_pretty(&manifest).expect("json");
+    emu.s3()
+        .put_object()
+        .bucket(&emu.bucket)
+        .key("manifest.json")
+        .body(conflicting.clone().into())
+        .send()
+        .await
+        .expect("put");
+    // WHEN the bake reaches Publish
+    let done = emu.finish(&arn).await;
+    // THEN it fails there with a cause naming the manifest
+    assert_eq!(done.status, ExecutionStatus::Failed);
+    let cause = done.cause.unwrap_or_default();
+    assert!(cause.starts_with("Publish: "), "{cause}");
+    assert!(cause.contains(&ty) && cause.contains(&version), "{cause}");
+    // and the images it made in all three regions are deregistered and their snapshots deleted
+    for region in [BUILD, COPIES[0], COPIES[1]] {
+        let left = emu.images(region, &[(tags::EXECUTION, arn.as_str())]).await;
+        assert!(left.is_empty(), "{region}: {left:?}");
+        let by_name: Vec<_> = emu
+            .ec2(region)
+            .describe_images()
+            .owners("self")
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("name")
+                    .values(format!("golden-{ty}-{version}"))
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("DescribeImages")
+            .images()
+            .to_vec();
+        assert!(by_name.is_empty(), "{region}: {by_name:?}");
+        let snapshots = emu.snapshots(region, &[(tags::TYPE, &ty)]).await;
+        assert!(
+            snapshots.is_empty(),
+            "{region} snapshots left: {snapshots:?}"
+        );
+    }
+    assert!(cause.contains("deregistered"), "{cause}");
+    // the builder is gone, the lock free, and the manifest is exactly what it was before Publish ran
+    let builders = emu
+        .instances(BUILD, &[(tags::EXECUTION, arn.as_str())])
+        .await;
+    assert!(builders
+        .iter()
+        .all(|i| i.state().and_then(|s| s.name()).map(|n| n.as_str()) == Some("terminated")));
+    assert!(emu.object(&format!("locks/{ty}.json")).await.is_none());
+    assert_eq!(emu.object("manifest.json").await, Some(conflicting));
+}
+
+#[tokio::test]
+async fn bake_with_a_missing_instance_profile_fails_at_launch_naming_it() {
+    let _serial = SERIAL.lock().await;
+    let emu = Emulator::from_env().await;
+    let ty = unique_type("it-profile");
+    let mut input = input(&emu, &ty, 1);
+    input["recipe"]["instance_profile"] = json!("no-such-profile");
+    let (_, done) = emu.bake(&format!("{ty}-1"), &input).await;
+    assert_eq!(done.status, ExecutionStatus::Failed);
+    let cause = done.cause.unwrap_or_default();
+    assert!(cause.starts_with("LaunchBuilder: RunInstances"), "{cause}");
+    assert!(cause.contains("no-such-profile"), "{cause}");
+    assert!(emu.instances(BUILD, &[(tags::TYPE, &ty)]).await.is_empty());
+    assert!(
+        emu.object(&format!("locks/{ty}.json")).await.is_none(),
+        "the lock is released after a failed launch"
+    );
+}
+
+#[tokio::test]
+async fn bake_with_a_broken_recipe_fails_listing_every_problem() {
+    let _serial = SERIAL.lock().await;
+    let emu = Emulator::from_env().await;
+    let ty = unique_type("it-broken");
+    let mut input = input(&emu, &ty, 1);
+    input["recipe"]["instance_type"] = json!("huge");
+    input["recipe"]["copy_to_regions"] = json!(["us-east-1"]);
+    input["recipe"]["kepe"] = json!(3);
+    let (_, done) = emu.bake(&format!("{ty}-1"), &input).await;
+    assert_eq!(done.status, ExecutionStatus::Failed);
+    assert_eq!(done.error.as_deref(), Some("RecipeInvalid"));
+    let cause = done.cause.unwrap_or_default();
+    for path in ["instance_type", "copy_to_regions[0]", "kepe"] {
+        assert!(cause.contains(path), "cause lacks {path}: {cause}");
+    }
+    assert!(emu.instances(BUILD, &[(tags::TYPE, &ty)]).await.is_empty());
+    assert!(emu.object(&format!("locks/{ty}.json")).await.is_none());
+}
+
+#[tokio::test]
+async fn two_bakes_of_one_type_started_together_run_one_at_a_time() {
+    let _serial = SERIAL.lock().await;
+    let emu = Emulator::from_env().await;
+    let ty = unique_type("it-race");
+    let input = input(&emu, &ty, 1);
+    // WHEN two bakes of one type start together
+    let (name_a, name_b) = (format!("{ty}-a"), format!("{ty}-b"));
+    let (a, b) = tokio::join!(emu.start(&name_a, &input), emu.start(&name_b, &input));
+    let (da, db) = tokio::join!(emu.finish(&a), emu.finish(&b));
+    // THEN exactly one succeeds and the other fails fast, naming the holder
+    let (winner, loser, loser_arn) = match (&da.status, &db.status) {
+        (ExecutionStatus::Succeeded, ExecutionStatus::Failed) => (&da, &db, &b),
+        (ExecutionStatus::Failed, ExecutionStatus::Succeeded) => (&db, &da, &a),
+        other => panic!(
+            "expected one success and one failure, got {other:?}: {:?} / {:?}",
+            da.cause, db.cause
+        ),
+    };
+    assert!(winner.error.is_none());
+    assert_eq!(loser.error.as_deref(), Some("BakeAlreadyRunning"));
+    let cause = loser.cause.clone().unwrap_or_default();
+    assert!(
+        cause.contains(&format!("a bake of {ty} is already running")),
+        "{cause}"
+    );
+    // the loser launched nothing, and did not release the winner's lock (the winner released it at its end)
+    assert!(emu
+        .instances(BUILD, &[(tags::EXECUTION, loser_arn.as_str())])
+        .await
+        .is_empty());
+    assert!(emu.object(&format!("locks/{ty}.json")).await.is_none());
+    let manifest = emu.manifest().await.expect("manifest");
+    assert_eq!(
+        manifest["types"][&ty]["versions"].as_array().map(Vec::len),
+        Some(1)
+    );
+}
+
+fn ok(result: Result<Value, (String, String)>, stage: &str) -> Value {
+    result.unwrap_or_else(|(t, m)| panic!("{stage} failed: {t}: {m}"))
+}
+
+#[tokio::test]
+async fn every_stage_invoked_twice_creates_nothing_twice() {
+    let _serial = SERIAL.lock().await;
+    let emu = Emulator::from_env().await;
+    let ty = unique_type("it-twice-each");
+    let exec = format!("arn:aws:states:us-east-1:123456789012:execution:bake:{ty}");
+    let launch = json!({ "input": { "type": ty, "recipe": emu.recipe(&ty, &["us-west-2"]), "pollSeconds": 1 }, "executionId": exec });
+
+    let state = ok(emu.invoke("launch-builder", &launch), "launch");
+    let again = ok(emu.invoke("launch-builder", &launch), "launch again");
+    assert_eq!(
+        state["builder"]["instanceId"],
+        again["builder"]["instanceId"]
+    );
+    assert_eq!(
+        state["version"], again["version"],
+        "a retried launch keeps its version"
+    );
+    assert_eq!(
+        emu.instances(BUILD, &[(tags::EXECUTION, exec.as_str())])
+            .await
+            .len(),
+        1
+    );
+    let mut state = state;
+    let instance_id = state["builder"]["instanceId"]
+        .as_str()
+        .expect("instance")
+        .to_owned();
+
+    for _ in 0..2 {
+        let b = ok(
+            emu.invoke("builder-ready", &state["builder"]),
+            "builder-ready",
+        );
+        assert_eq!(b["ready"], true);
+        state["builder"] = b;
+    }
+    for stage in ["provision", "sanitize"] {
+        let payload = json!({ "stage": stage, "bake": state });
+        let c1 = ok(emu.invoke("run-command", &payload), stage);
+        let c2 = ok(emu.invoke("run-command", &payload), stage);
+        assert_eq!(c1["commandId"], c2["commandId"], "{stage}");
+        let s1 = ok(emu.invoke("command-status", &c1), "command-status");
+        let s2 = ok(emu.invoke("command-status", &s1), "command-status");
+        assert_eq!(s2["done"], true);
+        state["command"] = s2;
+    }
+    assert_eq!(
+        commands_sent(&emu, &instance_id).await.len(),
+        2,
+        "one provision and one sanitize command"
+    );
+
+    let i1 = ok(emu.invoke("create-image", &state), "create-image");
+    let i2 = ok(emu.invoke("create-image", &state), "create-image again");
+    assert_eq!(i1["imageId"], i2["imageId"]);
+    assert_eq!(
+        emu.images(BUILD, &[(tags::EXECUTION, exec.as_str())])
+            .await
+            .len(),
+        1
+    );
+    let image = ok(emu.invoke("image-status", &i1), "image-status");
+    let image = ok(emu.invoke("image-status", &image), "image-status again");
+    assert_eq!(image["available"], true);
+    state["image"] = image.clone();
+
+    let item = json!({ "region": "us-west-2", "source": image, "type": ty, "version": state["version"], "executionId": exec,
+                       "pollSeconds": 1, "deadline": state["deadline"], "recipe": state["recipe"] });
+    let c1 = ok(emu.invoke("copy-image", &item), "copy-image");
+    let c2 = ok(emu.invoke("copy-image", &item), "copy-image again");
+    assert_eq!(c1["imageId"], c2["imageId"]);
+    assert_eq!(
+        emu.images("us-west-2", &[(tags::EXECUTION, exec.as_str())])
+            .await
+            .len(),
+        1
+    );
+    let copy = ok(emu.invoke("image-status", &c1), "copy status");
+    state["copies"] = json!([copy]);
+
+    let generation = |m: Option<Value>| m.and_then(|m| m["generation"].as_u64()).unwrap_or(0);
+    let g0 = generation(emu.manifest().await);
+    ok(emu.invoke("publish", &state), "publish");
+    let g1 = generation(emu.manifest().await);
+    ok(emu.invoke("publish", &state), "publish again");
+    let manifest = emu.manifest().await;
+    assert_eq!(g1, g0 + 1);
+    assert_eq!(
+        generation(manifest.clone()),
+        g1,
+        "publishing the same version again changes nothing"
+    );
+    assert_eq!(
+        manifest.expect("manifest")["types"][&ty]["versions"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+
+    let end = json!({ "outcome": "succeeded", "executionId": exec, "state": state });
+    let r1 = ok(emu.invoke("terminate-builder", &end), "terminate-builder");
+    let r2 = ok(
+        emu.invoke("terminate-builder", &end),
+        "terminate-builder again",
+    );
+    assert_eq!(r1["lockReleased"], true);
+    assert_eq!(r2["lockReleased"], false);
+    assert!(
+        emu.images(BUILD, &[(tags::EXECUTION, exec.as_str())])
+            .await
+            .len()
+            == 1,
+        "a succeeded bake keeps its image"
+    );
+}
+
+#[tokio::test]
+async fn malformed_stage_input_is_rejected_and_changes_nothing() {
+    let _serial = SERIAL.lock().await;
+    let emu = Emulator::from_env().await;
+    let before = emu.object("manifest.json").await;
+    let (t, m) = emu
+        .invoke(
+            "launch-builder",
+            &json!({ "input": { "type": "Not A Type" }, "executionId": "x" }),
+        )
+        .expect_err("bad type");
+    assert_eq!(t, "InvalidInput");
+    assert!(m.contains("not a valid image type name"), "{m}");
+    let (t, _) = emu
+        .invoke("publish", &json!({ "nonsense": true }))
+        .expect_err("malformed");
+    assert!(!t.is_empty());
+    let (t, m) = emu
+        .invoke(
+            "launch-builder",
+            &json!({ "input": { "type": "no-such-type" }, "executionId": "arn:x" }),
+        )
+        .expect_err("unknown type");
+    assert_eq!(t, "RecipeNotFound");
+    assert!(m.contains("recipes/no-such-type.json"), "{m}");
+    assert_eq!(emu.object("manifest.json").await, before);
+    assert!(emu.object("locks/no-such-type.json").await.is_none());
+}

@@ -1,0 +1,322 @@
+//! The integration tests' view of the local emulator that `scripts/emulator run -- cargo test` starts:
+//! moto (EC2, SSM, S3, Step Functions executing the real `bake.asl.json`) and the functions served by
+//! `cargo lambda watch` behind the router. Everything is found through the environment the script exports.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_sfn::types::ExecutionStatus;
+use serde_json::{json, Value};
+
+/// Bakes share the manifest, so tests that bake run one at a time.
+pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+pub struct Emulator {
+    pub sdk: SdkConfig,
+    pub bucket: String,
+    pub state_machine_arn: String,
+    pub lambda_endpoint: String,
+    pub subnet_id: String,
+    pub security_group_id: String,
+    pub base_ami: String,
+    pub instance_profile: String,
+}
+
+fn env(name: &str) -> String {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => v,
+        _ => panic!(
+            "{name} is not set: the integration tests need the local emulator; run them with `make test` \
+             or `scripts/emulator run -- cargo test -p golden-it`"
+        ),
+    }
+}
+
+/// The outcome of a finished execution.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub status: ExecutionStatus,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+    pub cause: Option<String>,
+}
+
+impl Emulator {
+    pub async fn from_env() -> Self {
+        let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
+        Self {
+            sdk,
+            bucket: env("GOLDEN_BUCKET"),
+            state_machine_arn: env("GOLDEN_STATE_MACHINE_ARN"),
+            lambda_endpoint: env("GOLDEN_LAMBDA_ENDPOINT"),
+            subnet_id: env("GOLDEN_SEED_SUBNET_ID"),
+            security_group_id: env("GOLDEN_SEED_SECURITY_GROUP_ID"),
+            base_ami: env("GOLDEN_SEED_BASE_AMI"),
+            instance_profile: env("GOLDEN_SEED_INSTANCE_PROFILE"),
+        }
+    }
+
+    fn regional(&self, region: &str) -> SdkConfig {
+        self.sdk
+            .to_builder()
+            .region(Region::new(region.to_owned()))
+            .build()
+    }
+
+    pub fn ec2(&self, region: &str) -> aws_sdk_ec2::Client {
+        aws_sdk_ec2::Client::new(&self.regional(region))
+    }
+
+    pub fn ssm(&self, region: &str) -> aws_sdk_ssm::Client {
+        aws_sdk_ssm::Client::new(&self.regional(region))
+    }
+
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        aws_sdk_s3::Client::new(&self.sdk)
+    }
+
+    pub fn sfn(&self) -> aws_sdk_sfn::Client {
+        aws_sdk_sfn::Client::new(&self.sdk)
+    }
+
+    /// An inline linux recipe for `image_type` on the emulator's seeded network and base image.
+    pub fn recipe(&self, image_type: &str, copy_to_regions: &[&str]) -> Value {
+        json!({
+            "type": image_type,
+            "platform": "linux",
+            "base_ami": self.base_ami,
+            "instance_type": "c5.large",
+            "build_region": "us-east-1",
+            "subnet_id": self.subnet_id,
+            "security_group_ids": [self.security_group_id],
+            "instance_profile": self.instance_profile,
+            "copy_to_regions": copy_to_regions,
+            "keep": 10,
+            "max_build_minutes": 30,
+            "provision": {
+                "commands": ["puppet agent --test --server \"$PUPPET_SERVER\" --detailed-exitcodes || [ $? -eq 2 ]"],
+                "env": { "PUPPET_SERVER": "puppet.test.example.com" },
+                "timeout_minutes": 20
+            },
+            "sanitize": { "extra_paths": ["/etc/golden-test-secret"] },
+            "tags": { "team": "releng-test" }
+        })
+    }
+
+    pub async fn start(&self, name: &str, input: &Value) -> String {
+        let out = self
+            .sfn()
+            .start_execution()
+            .state_machine_arn(&self.state_machine_arn)
+            .name(name)
+            .input(input.to_string())
+            .send()
+            .await
+            .expect("StartExecution");
+        out.execution_arn().to_owned()
+    }
+
+    /// Waits for an execution to end (moto runs it in a background thread; Wait states really sleep).
+    pub async fn finish(&self, execution_arn: &str) -> Finished {
+        let deadline = Instant::now() + Duration::from_secs(240);
+        loop {
+            let d = self
+                .sfn()
+                .describe_execution()
+                .execution_arn(execution_arn)
+                .send()
+                .await
+                .expect("DescribeExecution");
+            if d.status() != &ExecutionStatus::Running {
+                return Finished {
+                    status: d.status().clone(),
+                    output: d.output().and_then(|o| serde_json::from_str(o).ok()),
+                    error: d.error().map(str::to_owned),
+                    cause: d.cause().map(str::to_owned),
+                };
+            }
+            assert!(
+                Instant::now() < deadline,
+                "execution {execution_arn} still running after 240 s"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    pub async fn bake(&self, name: &str, input: &Value) -> (String, Finished) {
+        let arn = self.start(name, input).await;
+        let finished = self.finish(&arn).await;
+        (arn, finished)
+    }
+
+    pub async fn object(&self, key: &str) -> Option<Vec<u8>> {
+        let out = self
+            .s3()
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .ok()?;
+        Some(
+            out.body
+                .collect()
+                .await
+                .expect("read object")
+                .into_bytes()
+                .to_vec(),
+        )
+    }
+
+    pub async fn manifest(&self) -> Option<Value> {
+        self.object("manifest.json")
+            .await
+            .map(|b| serde_json::from_slice(&b).expect("manifest is JSON"))
+    }
+
+    /// Invokes a function the way Step Functions does: the Lambda Invoke API on the router.
+    /// Ok(result) or Err((errorType, errorMessage)).
+    pub fn invoke(&self, function: &str, payload: &Value) -> Result<Value, (String, String)> {
+        let address = self
+            .lambda_endpoint
+            .trim_start_matches("http://")
+            .trim_end_matches('/');
+        let body = payload.to_string();
+        let mut stream = TcpStream::connect(address).expect("connect to the router");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(120)))
+            .expect("timeout");
+        write!(
+            stream,
+            "POST /2015-03-31/functions/{function}/invocations HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("send invoke");
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .expect("read invoke response");
+        let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+        let body = decode_chunked(head, body);
+        let value: Value = serde_json::from_str(&body).unwrap_or(Value::String(body.clone()));
+        if head.to_ascii_lowercase().contains("x-amz-function-error") {
+            let t = value["errorType"].as_str().unwrap_or_default().to_owned();
+            let m = value["errorMessage"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            return Err((t, m));
+        }
+        assert!(
+            head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
+            "invoke {function}: {head}\n{body}"
+        );
+        Ok(value)
+    }
+
+    pub async fn images(
+        &self,
+        region: &str,
+        tags: &[(&str, &str)],
+    ) -> Vec<aws_sdk_ec2::types::Image> {
+        let filters = tags.iter().map(|(k, v)| {
+            aws_sdk_ec2::types::Filter::builder()
+                .name(format!("tag:{k}"))
+                .values(*v)
+                .build()
+        });
+        let out = self
+            .ec2(region)
+            .describe_images()
+            .owners("self")
+            .set_filters(Some(filters.collect()))
+            .send()
+            .await
+            .expect("DescribeImages");
+        out.images().to_vec()
+    }
+
+    pub async fn instances(
+        &self,
+        region: &str,
+        tags: &[(&str, &str)],
+    ) -> Vec<aws_sdk_ec2::types::Instance> {
+        let filters = tags.iter().map(|(k, v)| {
+            aws_sdk_ec2::types::Filter::builder()
+                .name(format!("tag:{k}"))
+                .values(*v)
+                .build()
+        });
+        let out = self
+            .ec2(region)
+            .describe_instances()
+            .set_filters(Some(filters.collect()))
+            .send()
+            .await
+            .expect("DescribeInstances");
+        out.reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .cloned()
+            .collect()
+    }
+
+    pub async fn snapshots(
+        &self,
+        region: &str,
+        tags: &[(&str, &str)],
+    ) -> Vec<aws_sdk_ec2::types::Snapshot> {
+        let filters = tags.iter().map(|(k, v)| {
+            aws_sdk_ec2::types::Filter::builder()
+                .name(format!("tag:{k}"))
+                .values(*v)
+                .build()
+        });
+        let out = self
+            .ec2(region)
+            .describe_snapshots()
+            .owner_ids("self")
+            .set_filters(Some(filters.collect()))
+            .send()
+            .await
+            .expect("DescribeSnapshots");
+        out.snapshots().to_vec()
+    }
+}
+
+fn decode_chunked(head: &str, body: &str) -> String {
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return body.to_owned();
+    }
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&after[..n.min(after.len())]);
+        rest = after.get(n + 2..).unwrap_or("");
+    }
+    out
+}
+
+/// A type name no other test (or earlier run) uses, so each test has its own lock and history.
+pub fn unique_type(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{}-{nanos:x}", std::process::id())
+}
+
+pub fn tag<'a>(tags: &'a [aws_sdk_ec2::types::Tag], key: &str) -> Option<&'a str> {
+    tags.iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
+}
