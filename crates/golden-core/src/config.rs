@@ -5,7 +5,7 @@ use crate::tags;
 
 /// Settings shared by the functions and the CLI. AWS itself (region, endpoint, credentials) comes from the
 /// standard AWS environment through `aws-config`, so there are no endpoint flags here.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// `GOLDEN_BUCKET`: holds recipes, locks and the published manifest.
     pub bucket: String,
@@ -15,6 +15,119 @@ pub struct Config {
     pub regions: Vec<String>,
     /// `GOLDEN_STATE_MACHINE_ARN`: the bake state machine, for the CLI and the reaper.
     pub state_machine_arn: Option<String>,
+    /// The lifecycle functions' knobs (prune, reap-builders, enforce-freshness).
+    pub lifecycle: Lifecycle,
+}
+
+/// What the lifecycle functions may do, and how fast. Every knob has a safe default.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lifecycle {
+    /// `GOLDEN_PRUNE_MIN_AGE_HOURS` (24): never prune an image younger than this.
+    pub prune_min_age_hours: i64,
+    /// `GOLDEN_PRUNE_MAX_DELETES` (50): at most this many images (and as many orphan snapshots) a run.
+    pub prune_max_deletes: usize,
+    /// `GOLDEN_PRUNE_DRY_RUN` (false): plan and log, delete nothing.
+    pub prune_dry_run: bool,
+    /// `GOLDEN_REAP_MARGIN_MINUTES` (30): grace past a recipe's max build time before a builder is stuck.
+    pub reap_margin_minutes: i64,
+    /// `GOLDEN_ROLLOUT_WINDOW_MINUTES` (180): stale instances are recycled spread over this window.
+    pub rollout_window_minutes: i64,
+    /// `GOLDEN_ROLLOUT_MAX_FRACTION` (0.25): at most this share of a type's running fleet per sweep.
+    pub rollout_max_fraction: f64,
+    /// `GOLDEN_ENFORCE_ACTION` (terminate): terminate, stop or report.
+    pub enforce_action: String,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Self {
+            prune_min_age_hours: 24,
+            prune_max_deletes: 50,
+            prune_dry_run: false,
+            reap_margin_minutes: 30,
+            rollout_window_minutes: 180,
+            rollout_max_fraction: 0.25,
+            enforce_action: "terminate".into(),
+        }
+    }
+}
+
+fn parse_setting<T: std::str::FromStr>(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: T,
+    valid: impl Fn(&T) -> bool,
+    expected: &str,
+) -> Result<T, Error> {
+    match get(name)
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+    {
+        None => Ok(default),
+        Some(raw) => match raw.parse::<T>() {
+            Ok(v) if valid(&v) => Ok(v),
+            _ => Err(Error::Config(format!(
+                "{name}={raw:?} is invalid: expected {expected}"
+            ))),
+        },
+    }
+}
+
+impl Lifecycle {
+    fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let d = Lifecycle::default();
+        Ok(Self {
+            prune_min_age_hours: parse_setting(
+                get,
+                "GOLDEN_PRUNE_MIN_AGE_HOURS",
+                d.prune_min_age_hours,
+                |v| *v >= 0,
+                "hours, 0 or more",
+            )?,
+            prune_max_deletes: parse_setting(
+                get,
+                "GOLDEN_PRUNE_MAX_DELETES",
+                d.prune_max_deletes,
+                |v| *v <= 10_000,
+                "a count up to 10000",
+            )?,
+            prune_dry_run: parse_setting(
+                get,
+                "GOLDEN_PRUNE_DRY_RUN",
+                d.prune_dry_run,
+                |_| true,
+                "true or false",
+            )?,
+            reap_margin_minutes: parse_setting(
+                get,
+                "GOLDEN_REAP_MARGIN_MINUTES",
+                d.reap_margin_minutes,
+                |v| *v >= 0,
+                "minutes, 0 or more",
+            )?,
+            rollout_window_minutes: parse_setting(
+                get,
+                "GOLDEN_ROLLOUT_WINDOW_MINUTES",
+                d.rollout_window_minutes,
+                |v| *v >= 1,
+                "minutes, 1 or more",
+            )?,
+            rollout_max_fraction: parse_setting(
+                get,
+                "GOLDEN_ROLLOUT_MAX_FRACTION",
+                d.rollout_max_fraction,
+                |v| *v > 0.0 && *v <= 1.0,
+                "a fraction in (0, 1]",
+            )?,
+            enforce_action: parse_setting(
+                get,
+                "GOLDEN_ENFORCE_ACTION",
+                d.enforce_action,
+                |v| matches!(v.as_str(), "terminate" | "stop" | "report"),
+                "terminate, stop or report",
+            )?,
+        })
+    }
 }
 
 impl Config {
@@ -55,6 +168,7 @@ impl Config {
             type_tag: type_tag.unwrap_or_else(|| tags::DEFAULT_TYPE_TAG.to_owned()),
             regions,
             state_machine_arn,
+            lifecycle: Lifecycle::from_lookup(&get)?,
         })
     }
 }
@@ -93,6 +207,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("not a valid S3 bucket name"), "{err}");
+    }
+
+    #[test]
+    fn lifecycle_knobs_default_safely_and_bad_values_fail_fast() {
+        let c = Config::from_lookup(env(&[("GOLDEN_BUCKET", "b-1")])).unwrap();
+        assert_eq!(c.lifecycle, Lifecycle::default());
+        let c = Config::from_lookup(env(&[
+            ("GOLDEN_BUCKET", "b-1"),
+            ("GOLDEN_PRUNE_DRY_RUN", "true"),
+            ("GOLDEN_ENFORCE_ACTION", "report"),
+        ]))
+        .unwrap();
+        assert!(c.lifecycle.prune_dry_run);
+        assert_eq!(c.lifecycle.enforce_action, "report");
+        for (k, v) in [
+            ("GOLDEN_ENFORCE_ACTION", "nuke"),
+            ("GOLDEN_ROLLOUT_MAX_FRACTION", "1.5"),
+            ("GOLDEN_PRUNE_MAX_DELETES", "-1"),
+        ] {
+            let err = Config::from_lookup(env(&[("GOLDEN_BUCKET", "b-1"), (k, v)])).unwrap_err();
+            assert!(err.to_string().contains(k), "{err}");
+        }
     }
 
     #[test]

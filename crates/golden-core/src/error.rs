@@ -90,7 +90,7 @@ impl AwsError {
     pub fn is_not_found(&self) -> bool {
         self.status == Some(404)
             || self.code.as_deref().is_some_and(|c| {
-                c.ends_with("NotFound") || c == "NoSuchKey" || c == "InvocationDoesNotExist"
+                c.ends_with("NotFound") || c.ends_with("DoesNotExist") || c == "NoSuchKey"
             })
     }
 }

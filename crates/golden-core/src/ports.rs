@@ -75,8 +75,33 @@ pub struct CopySpec {
     pub kms_key_id: Option<String>,
 }
 
+/// Which instances to list. Empty lists do not filter; `states` empty means every state but `terminated`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstanceQuery {
+    pub instance_ids: Vec<String>,
+    pub tags: Vec<(String, String)>,
+    pub tag_keys: Vec<String>,
+    pub image_ids: Vec<String>,
+    pub states: Vec<String>,
+}
+
+/// An EBS snapshot, reduced to what prune looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub snapshot_id: String,
+    pub start_time: Option<DateTime<Utc>>,
+    pub tags: BTreeMap<String, String>,
+}
+
 #[async_trait]
 pub trait Ec2: Send + Sync {
+    async fn query_instances(&self, region: &str, query: &InstanceQuery) -> Result<Vec<Instance>>;
+    async fn stop_instances(&self, region: &str, instance_ids: &[String]) -> Result<()>;
+    /// The image each launch template's default and latest version launches, as
+    /// (image id or `resolve:ssm:` reference, "lt-... vN (default|latest)").
+    async fn launch_template_images(&self, region: &str) -> Result<Vec<(String, String)>>;
+    /// Our own snapshots carrying every one of `tags`.
+    async fn find_snapshots(&self, region: &str, tags: &[(&str, &str)]) -> Result<Vec<Snapshot>>;
     async fn run_instance(&self, region: &str, spec: &LaunchSpec) -> Result<Instance>;
     async fn describe_instance(&self, region: &str, instance_id: &str) -> Result<Option<Instance>>;
     /// Instances (any state but `terminated`) carrying every one of `tags`.
@@ -133,6 +158,8 @@ pub struct CommandSpec {
 #[async_trait]
 pub trait Ssm: Send + Sync {
     async fn get_parameter(&self, region: &str, name: &str) -> Result<Option<String>>;
+    /// Every parameter under `path` (recursively), as (name, value).
+    async fn parameters_by_path(&self, region: &str, path: &str) -> Result<Vec<(String, String)>>;
     async fn put_image_parameter(&self, region: &str, name: &str, image_id: &str) -> Result<()>;
     /// The SSM agent's ping status (`Online`, `ConnectionLost`, `Inactive`), or None if not registered yet.
     async fn agent_status(&self, region: &str, instance_id: &str) -> Result<Option<String>>;
@@ -186,4 +213,13 @@ pub trait ObjectStore: Send + Sync {
     async fn get(&self, key: &str) -> Result<Option<StoredObject>>;
     async fn put(&self, key: &str, body: Vec<u8>, condition: PutCondition) -> Result<PutOutcome>;
     async fn delete(&self, key: &str) -> Result<()>;
+    /// Every key under `prefix`.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>>;
+}
+
+/// Step Functions, for the reaper: is a bake's execution still running?
+#[async_trait]
+pub trait Executions: Send + Sync {
+    /// `RUNNING`, `SUCCEEDED`, `FAILED`, `TIMED_OUT`, `ABORTED`, ...; None if there is no such execution.
+    async fn status(&self, execution_arn: &str) -> Result<Option<String>>;
 }

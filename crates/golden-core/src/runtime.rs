@@ -7,7 +7,7 @@ use lambda_runtime::{service_fn, LambdaEvent};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::aws::{self, AwsEc2, AwsSsm, S3Store};
+use crate::aws::{self, AwsEc2, AwsSfn, AwsSsm, S3Store};
 use crate::bake::Services;
 use crate::config::Config;
 use crate::error::{in_stage, Error, Result};
@@ -26,12 +26,15 @@ pub fn init_tracing() {
 }
 
 /// The handlers' services on the real SDK clients, from one `aws-config` load.
-pub async fn services(config: &Config) -> Services {
+pub async fn services(config: Config) -> Services {
     let sdk = aws::load_config().await;
+    let store = S3Store::new(aws_sdk_s3::Client::new(&sdk), &config.bucket);
     Services::new(
+        config,
         Arc::new(AwsEc2::new(sdk.clone())),
         Arc::new(AwsSsm::new(sdk.clone())),
-        Arc::new(S3Store::new(aws_sdk_s3::Client::new(&sdk), &config.bucket)),
+        Arc::new(store),
+        Arc::new(AwsSfn::new(sdk)),
     )
 }
 
@@ -49,7 +52,7 @@ where
 {
     init_tracing();
     let config = Config::from_env()?;
-    let services = services(&config).await;
+    let services = services(config).await;
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         // Parsed here rather than by the runtime, so a payload that breaks the contract is an
         // `InvalidInput` naming the stage and the field, not the runtime's generic deserialize error.

@@ -56,3 +56,40 @@ fn each_function_sample_is_its_input_type() {
         .expect("the failed sample carries the caught error");
     assert!(!error.message().is_empty());
 }
+
+#[test]
+fn lifecycle_samples_are_the_triggers_their_names_say() {
+    use golden_core::lifecycle::Trigger;
+    let trigger = |name: &str| {
+        Trigger::try_from(load::<serde_json::Value>(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    assert_eq!(trigger("scheduled-event.json"), Trigger::Schedule);
+    for (name, state) in [
+        ("ec2-running.json", "running"),
+        ("ec2-stopped.json", "stopped"),
+        ("ec2-terminated.json", "terminated"),
+    ] {
+        assert!(
+            matches!(trigger(name), Trigger::InstanceState { state: s, .. } if s == state),
+            "{name}"
+        );
+    }
+    for (name, status) in [
+        ("sfn-execution-failed.json", "FAILED"),
+        ("sfn-execution-aborted.json", "ABORTED"),
+        ("sfn-execution-timed-out.json", "TIMED_OUT"),
+    ] {
+        assert!(
+            matches!(trigger(name), Trigger::ExecutionStatus { status: s, .. } if s == status),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        trigger("prune-dry-run.json"),
+        Trigger::Manual { dry_run: true }
+    );
+    assert_eq!(
+        trigger("enforce-freshness-report.json"),
+        Trigger::Manual { dry_run: true }
+    );
+}

@@ -21,13 +21,14 @@ use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
 use aws_smithy_types::byte_stream::ByteStream;
 use aws_smithy_types::retry::RetryConfig;
 use chrono::{TimeZone, Utc};
-use golden_core::aws::{AwsEc2, AwsSsm, S3Store};
+use golden_core::aws::{AwsEc2, AwsSfn, AwsSsm, S3Store};
 use golden_core::bake::command::{self, RunCommandInput};
 use golden_core::bake::{
     image, publish, ready, BakeState, BuilderRef, CommandRef, CommandStage, ImageRef, Poll,
     Services,
 };
 use golden_core::manifest::Manifest;
+use golden_core::Config;
 use serde_json::json;
 
 const EXEC: &str = "arn:aws:states:us-east-1:123456789012:execution:bake:unit-1";
@@ -57,10 +58,15 @@ fn services(
     ssm: aws_sdk_ssm::Client,
     s3: aws_sdk_s3::Client,
 ) -> Services {
+    let config = Config::from_lookup(|k| (k == "GOLDEN_BUCKET").then(|| "golden-unit".to_owned()))
+        .expect("config");
+    let sfn = mock_client!(aws_sdk_sfn, RuleMode::MatchAny, &[] as &[&Rule]);
     let mut s = Services::new(
+        config,
         Arc::new(AwsEc2::from_client(ec2)),
         Arc::new(AwsSsm::from_client(ssm)),
         Arc::new(S3Store::new(s3, "golden-unit")),
+        Arc::new(AwsSfn::from_client(sfn)),
     );
     s.clock = Arc::new(|| {
         Utc.with_ymd_and_hms(2026, 11, 25, 1, 30, 0)

@@ -12,7 +12,7 @@ use aws_sdk_ec2::Client;
 
 use super::{to_chrono, RegionalClients};
 use crate::error::{unless_not_found, AwsError, Result};
-use crate::ports::{CopySpec, Ec2, Image, Instance, LaunchSpec};
+use crate::ports::{CopySpec, Ec2, Image, Instance, InstanceQuery, LaunchSpec, Snapshot};
 
 /// [`Ec2`] on `aws-sdk-ec2`.
 pub struct AwsEc2 {
@@ -206,31 +206,152 @@ impl Ec2 for AwsEc2 {
     }
 
     async fn find_instances(&self, region: &str, tags: &[(&str, &str)]) -> Result<Vec<Instance>> {
-        let mut filters = tag_filters(tags);
+        let query = InstanceQuery {
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..InstanceQuery::default()
+        };
+        self.query_instances(region, &query).await
+    }
+
+    async fn query_instances(&self, region: &str, query: &InstanceQuery) -> Result<Vec<Instance>> {
+        let mut filters: Vec<Filter> = query
+            .tags
+            .iter()
+            .map(|(k, v)| Filter::builder().name(format!("tag:{k}")).values(v).build())
+            .collect();
+        if !query.tag_keys.is_empty() {
+            filters.push(
+                Filter::builder()
+                    .name("tag-key")
+                    .set_values(Some(query.tag_keys.clone()))
+                    .build(),
+            );
+        }
+        if !query.image_ids.is_empty() {
+            filters.push(
+                Filter::builder()
+                    .name("image-id")
+                    .set_values(Some(query.image_ids.clone()))
+                    .build(),
+            );
+        }
+        let states = if query.states.is_empty() {
+            LIVE_STATES.map(String::from).to_vec()
+        } else {
+            query.states.clone()
+        };
         filters.push(
             Filter::builder()
                 .name("instance-state-name")
-                .set_values(Some(LIVE_STATES.map(String::from).to_vec()))
+                .set_values(Some(states))
                 .build(),
         );
         let mut pages = self
             .clients
             .get(region)
             .describe_instances()
+            .set_instance_ids(Some(query.instance_ids.clone()).filter(|ids| !ids.is_empty()))
             .set_filters(Some(filters))
             .into_paginator()
             .send();
         let mut found = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| {
-                AwsError::from_sdk("DescribeInstances", describe_tags(tags), region, e)
-            })?;
+                AwsError::from_sdk("DescribeInstances", format!("{query:?}"), region, e)
+            });
+            let Some(page) = unless_not_found(page)? else {
+                break;
+            };
             found.extend(
                 page.reservations()
                     .iter()
                     .flat_map(|r| r.instances())
                     .map(instance),
             );
+        }
+        Ok(found)
+    }
+
+    async fn stop_instances(&self, region: &str, instance_ids: &[String]) -> Result<()> {
+        if instance_ids.is_empty() {
+            return Ok(());
+        }
+        let out = self
+            .clients
+            .get(region)
+            .stop_instances()
+            .set_instance_ids(Some(instance_ids.to_vec()))
+            .send()
+            .await;
+        unless_not_found(
+            out.map_err(|e| AwsError::from_sdk("StopInstances", instance_ids.join(","), region, e)),
+        )?;
+        Ok(())
+    }
+
+    async fn launch_template_images(&self, region: &str) -> Result<Vec<(String, String)>> {
+        let client = self.clients.get(region);
+        let mut templates = client
+            .describe_launch_templates()
+            .into_paginator()
+            .items()
+            .send();
+        let mut ids = Vec::new();
+        while let Some(t) = templates.next().await {
+            let t = t.map_err(|e| {
+                AwsError::from_sdk("DescribeLaunchTemplates", "launch templates", region, e)
+            })?;
+            if let Some(id) = t.launch_template_id() {
+                ids.push(id.to_owned());
+            }
+        }
+        let mut found = Vec::new();
+        for id in ids {
+            for (which, selector) in [("default", "$Default"), ("latest", "$Latest")] {
+                let mut versions = client
+                    .describe_launch_template_versions()
+                    .launch_template_id(&id)
+                    .versions(selector)
+                    .into_paginator()
+                    .items()
+                    .send();
+                while let Some(v) = versions.next().await {
+                    let v = v.map_err(|e| {
+                        AwsError::from_sdk("DescribeLaunchTemplateVersions", &id, region, e)
+                    })?;
+                    if let Some(image) = v.launch_template_data().and_then(|d| d.image_id()) {
+                        let number = v.version_number().unwrap_or_default();
+                        found.push((image.to_owned(), format!("{id} v{number} ({which})")));
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    async fn find_snapshots(&self, region: &str, tags: &[(&str, &str)]) -> Result<Vec<Snapshot>> {
+        let mut items = self
+            .clients
+            .get(region)
+            .describe_snapshots()
+            .owner_ids("self")
+            .set_filters(Some(tag_filters(tags)))
+            .into_paginator()
+            .items()
+            .send();
+        let mut found = Vec::new();
+        while let Some(s) = items.next().await {
+            let s = s.map_err(|e| {
+                AwsError::from_sdk("DescribeSnapshots", describe_tags(tags), region, e)
+            })?;
+            found.push(Snapshot {
+                snapshot_id: s.snapshot_id().unwrap_or_default().to_owned(),
+                start_time: s.start_time().and_then(to_chrono),
+                tags: from_tags(s.tags()),
+            });
         }
         Ok(found)
     }

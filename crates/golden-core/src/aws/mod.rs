@@ -6,6 +6,7 @@
 
 mod ec2;
 mod s3;
+mod sfn;
 mod ssm;
 
 use std::collections::HashMap;
@@ -15,6 +16,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 
 pub use ec2::AwsEc2;
 pub use s3::S3Store;
+pub use sfn::AwsSfn;
 pub use ssm::AwsSsm;
 
 /// Loads the shared AWS configuration (credentials, default region, endpoint, retry policy).

@@ -112,4 +112,27 @@ impl ObjectStore for S3Store {
         }))?;
         Ok(())
     }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        let mut keys = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| {
+                AwsError::from_sdk("ListObjectsV2", self.location(prefix), self.region(), e)
+            })?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key())
+                    .map(str::to_owned),
+            );
+        }
+        Ok(keys)
+    }
 }

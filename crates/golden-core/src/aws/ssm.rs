@@ -42,6 +42,28 @@ impl Ssm for AwsSsm {
         Ok(out.and_then(|o| o.parameter().and_then(|p| p.value()).map(str::to_owned)))
     }
 
+    async fn parameters_by_path(&self, region: &str, path: &str) -> Result<Vec<(String, String)>> {
+        let mut pages = self
+            .clients
+            .get(region)
+            .get_parameters_by_path()
+            .path(path)
+            .recursive(true)
+            .into_paginator()
+            .send();
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page =
+                page.map_err(|e| AwsError::from_sdk("GetParametersByPath", path, region, e))?;
+            for p in page.parameters() {
+                if let (Some(name), Some(value)) = (p.name(), p.value()) {
+                    found.push((name.to_owned(), value.to_owned()));
+                }
+            }
+        }
+        Ok(found)
+    }
+
     async fn put_image_parameter(&self, region: &str, name: &str, image_id: &str) -> Result<()> {
         self.clients
             .get(region)

@@ -164,7 +164,23 @@ pub async fn handle(services: &Services, input: TerminateInput) -> Result<Cleanu
     }
 
     if input.outcome == Outcome::Failed {
-        discard_images(services, &image_type, exec, state, &regions, &mut report).await?;
+        let known = state
+            .image
+            .iter()
+            .chain(state.copies.iter().flatten())
+            .map(|i| (i.region.clone(), i.image_id.clone()))
+            .collect();
+        let version = state.version.as_ref();
+        discard_execution_images(
+            services,
+            &image_type,
+            exec,
+            version,
+            &regions,
+            known,
+            &mut report,
+        )
+        .await?;
     }
     report.lock_released = lock::release(services.store.as_ref(), &image_type, exec).await?;
     Ok(finish(report, input.outcome, state))
@@ -176,12 +192,15 @@ async fn stored_recipe(services: &Services, image_type: &str) -> Option<Recipe> 
 }
 
 /// Deregisters this execution's images that the manifest does not publish, and deletes their snapshots.
-async fn discard_images(
+/// Deregisters the images an execution made (found by its tag, its image name and `known` ids) unless
+/// the manifest publishes them, and deletes their snapshots. Used by the failed-bake cleanup and the reaper.
+pub async fn discard_execution_images(
     services: &Services,
     image_type: &str,
     exec: &str,
-    state: &PartialState,
+    version: Option<&Version>,
     regions: &BTreeSet<String>,
+    mut known: BTreeSet<(String, String)>,
     report: &mut CleanupReport,
 ) -> Result<()> {
     let published: BTreeSet<String> = match read_manifest(services.store.as_ref(), services.now())
@@ -199,11 +218,7 @@ async fn discard_images(
             return Ok(());
         }
     };
-    let name = state.version.as_ref().map(|v| image_name(image_type, v));
-    let mut known: BTreeSet<(String, String)> = BTreeSet::new();
-    for image in state.image.iter().chain(state.copies.iter().flatten()) {
-        known.insert((image.region.clone(), image.image_id.clone()));
-    }
+    let name = version.map(|v| image_name(image_type, v));
     for region in regions {
         for image in services
             .ec2
@@ -237,7 +252,7 @@ async fn discard_images(
             services.ec2.delete_snapshot(&region, snapshot).await?;
             report.deleted_snapshots.push(snapshot.clone());
         }
-        tracing::info!(%region, image_id = %image_id, snapshots = ?image.snapshot_ids, "discarded image of a failed bake");
+        tracing::info!(%region, image_id = %image_id, snapshots = ?image.snapshot_ids, "discarded an unpublished image of a failed or abandoned bake");
         report.deregistered.push(format!("{image_id} ({region})"));
     }
     Ok(())

@@ -20,8 +20,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::ports::{Ec2, ObjectStore, Ssm};
+use crate::ports::{Ec2, Executions, ObjectStore, Ssm};
 use crate::recipe::Recipe;
 use crate::tags;
 use crate::version::Version;
@@ -29,21 +30,31 @@ use crate::version::Version;
 /// Now, injectable so tests can move time.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
-/// What the handlers talk to.
+/// What the handlers talk to, and the configuration read at cold start.
 #[derive(Clone)]
 pub struct Services {
+    pub config: Arc<Config>,
     pub ec2: Arc<dyn Ec2>,
     pub ssm: Arc<dyn Ssm>,
     pub store: Arc<dyn ObjectStore>,
+    pub executions: Arc<dyn Executions>,
     pub clock: Clock,
 }
 
 impl Services {
-    pub fn new(ec2: Arc<dyn Ec2>, ssm: Arc<dyn Ssm>, store: Arc<dyn ObjectStore>) -> Self {
+    pub fn new(
+        config: Config,
+        ec2: Arc<dyn Ec2>,
+        ssm: Arc<dyn Ssm>,
+        store: Arc<dyn ObjectStore>,
+        executions: Arc<dyn Executions>,
+    ) -> Self {
         Self {
+            config: Arc::new(config),
             ec2,
             ssm,
             store,
+            executions,
             clock: Arc::new(Utc::now),
         }
     }

@@ -1,0 +1,186 @@
+//! reap-builders: never leave a stuck builder behind.
+//!
+//! A builder whose execution is no longer running (failed, timed out, aborted: a TIMED_OUT or ABORTED
+//! execution runs no Catch, so its own cleanup never ran), or that has outlived its recipe's build time, is
+//! terminated; that execution's unpublished images are discarded; and the type's bake lock is released
+//! when its holder is dead. A builder of a running execution within its time is never touched.
+
+use std::collections::BTreeSet;
+
+use chrono::Duration;
+use serde::Serialize;
+
+use super::{recipes, sweep_regions, Trigger};
+use crate::bake::cleanup::{discard_execution_images, CleanupReport};
+use crate::bake::{lock, Services};
+use crate::error::Result;
+use crate::ports::Instance;
+use crate::reaping::{self, Builder, ExecutionState, ReapVerdict};
+use crate::tags;
+use crate::version::Version;
+
+/// Used when a builder's recipe cannot be read: the DESIGN.md default bake limit.
+const DEFAULT_MAX_BUILD_MINUTES: i64 = 180;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReapedBuilder {
+    pub region: String,
+    pub instance_id: String,
+    pub execution: Option<String>,
+    pub verdict: ReapVerdict,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cleanup: Option<CleanupReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReapReport {
+    pub dry_run: bool,
+    pub builders: Vec<ReapedBuilder>,
+    /// Types whose lock was held by a dead execution and was released.
+    pub locks_released: Vec<String>,
+}
+
+pub async fn handle(services: &Services, trigger: Trigger) -> Result<ReapReport> {
+    let (dry_run, found) = match &trigger {
+        Trigger::Schedule => (false, all_builders(services, &[]).await?),
+        Trigger::Manual { dry_run } => (*dry_run, all_builders(services, &[]).await?),
+        Trigger::ExecutionStatus { execution_arn, .. } => (
+            false,
+            all_builders(services, &[(tags::EXECUTION, execution_arn.as_str())]).await?,
+        ),
+        Trigger::InstanceState {
+            region,
+            instance_id,
+            ..
+        } => {
+            let found = services.ec2.describe_instance(region, instance_id).await?;
+            let builder = found
+                .filter(|i| i.tags.get(tags::ROLE).map(String::as_str) == Some(tags::ROLE_BUILDER));
+            (
+                false,
+                builder.map(|i| (region.clone(), i)).into_iter().collect(),
+            )
+        }
+    };
+    let mut report = ReapReport {
+        dry_run,
+        builders: Vec::new(),
+        locks_released: Vec::new(),
+    };
+    let types: BTreeSet<String> = found
+        .iter()
+        .filter_map(|(_, i)| i.tags.get(tags::TYPE).cloned())
+        .collect();
+    let recipes = recipes(services, types).await;
+    let margin = Duration::minutes(services.config.lifecycle.reap_margin_minutes);
+
+    for (region, instance) in found {
+        let execution = instance.tags.get(tags::EXECUTION).cloned();
+        let state = execution_state(services, execution.as_deref()).await?;
+        let image_type = instance.tags.get(tags::TYPE).cloned();
+        let recipe = image_type.as_ref().and_then(|t| recipes.get(t));
+        let max_build = Duration::minutes(recipe.map_or(DEFAULT_MAX_BUILD_MINUTES, |r| {
+            i64::from(r.max_build_minutes)
+        }));
+        let builder = Builder {
+            region: region.clone(),
+            instance_id: instance.instance_id.clone(),
+            state: instance.state.clone(),
+            launch_time: instance.launch_time,
+            execution: execution.clone(),
+            image_type: image_type.clone(),
+        };
+        let verdict = reaping::reap_verdict(&builder, &state, max_build, margin, services.now());
+        tracing::info!(%region, instance_id = %instance.instance_id, ?execution, ?verdict, dry_run, "builder");
+        let mut cleanup = None;
+        if matches!(verdict, ReapVerdict::Reap { .. }) && !dry_run {
+            let mut done = CleanupReport::default();
+            services
+                .ec2
+                .terminate_instances(&region, std::slice::from_ref(&instance.instance_id))
+                .await?;
+            done.terminated.push(instance.instance_id.clone());
+            if let (Some(ty), Some(exec)) = (&image_type, &execution) {
+                let regions: BTreeSet<String> = recipe
+                    .map(|r| r.all_regions())
+                    .unwrap_or_else(|| vec![region.clone()])
+                    .into_iter()
+                    .collect();
+                let version = instance
+                    .tags
+                    .get(tags::VERSION)
+                    .and_then(|v| Version::parse(v).ok());
+                discard_execution_images(
+                    services,
+                    ty,
+                    exec,
+                    version.as_ref(),
+                    &regions,
+                    BTreeSet::new(),
+                    &mut done,
+                )
+                .await?;
+                if reaping::lock_is_dead(exec, &state) {
+                    done.lock_released = lock::release(services.store.as_ref(), ty, exec).await?;
+                }
+            }
+            cleanup = Some(done);
+        }
+        report.builders.push(ReapedBuilder {
+            region,
+            instance_id: instance.instance_id,
+            execution,
+            verdict,
+            cleanup,
+        });
+    }
+
+    // Locks whose holder died without a builder to reap (e.g. it failed before launching one).
+    for key in services.store.list("locks/").await? {
+        let Some(ty) = key
+            .strip_prefix("locks/")
+            .and_then(|k| k.strip_suffix(".json"))
+        else {
+            continue;
+        };
+        let Some(holder) = lock::holder(services.store.as_ref(), ty).await? else {
+            continue;
+        };
+        let state = execution_state(services, Some(&holder.execution_id)).await?;
+        if reaping::lock_is_dead(&holder.execution_id, &state) {
+            if !dry_run {
+                lock::release(services.store.as_ref(), ty, &holder.execution_id).await?;
+            }
+            tracing::info!(r#type = %ty, holder = %holder.execution_id, dry_run, "released the lock of a dead execution");
+            report.locks_released.push(ty.to_owned());
+        }
+    }
+    Ok(report)
+}
+
+/// Builders (any state but terminated) in every sweep region, with `tags` too.
+async fn all_builders(
+    services: &Services,
+    tags: &[(&str, &str)],
+) -> Result<Vec<(String, Instance)>> {
+    let mut filter = vec![(tags::ROLE, tags::ROLE_BUILDER)];
+    filter.extend_from_slice(tags);
+    let mut out = Vec::new();
+    for region in sweep_regions(services)? {
+        for instance in services.ec2.find_instances(&region, &filter).await? {
+            out.push((region.clone(), instance));
+        }
+    }
+    Ok(out)
+}
+
+async fn execution_state(services: &Services, execution: Option<&str>) -> Result<ExecutionState> {
+    let Some(arn) = execution else {
+        return Ok(ExecutionState::NotFound);
+    };
+    Ok(ExecutionState::from_status(
+        services.executions.status(arn).await?.as_deref(),
+    ))
+}

@@ -1,0 +1,172 @@
+//! What woke a lifecycle function: an EventBridge event (schedule, EC2 state change, Step Functions status
+//! change) or a person invoking it by hand (`{"dryRun": true}`).
+
+use aws_lambda_events::event::cloudwatch_events::CloudWatchEvent;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+pub const SCHEDULED: &str = "Scheduled Event";
+pub const EC2_STATE_CHANGE: &str = "EC2 Instance State-change Notification";
+pub const SFN_STATUS_CHANGE: &str = "Step Functions Execution Status Change";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    /// An EventBridge schedule: sweep everything.
+    Schedule,
+    /// An instance changed state.
+    InstanceState {
+        region: String,
+        instance_id: String,
+        state: String,
+    },
+    /// A Step Functions execution ended (or started).
+    ExecutionStatus {
+        execution_arn: String,
+        status: String,
+    },
+    /// Invoked by hand: sweep everything, deleting or stopping nothing if `dry_run`.
+    Manual { dry_run: bool },
+}
+
+#[derive(Debug, Deserialize)]
+struct InstanceStateDetail {
+    #[serde(rename = "instance-id")]
+    instance_id: String,
+    state: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ExecutionDetail {
+    execution_arn: String,
+    status: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ManualRequest {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+impl TryFrom<serde_json::Value> for Trigger {
+    type Error = Error;
+
+    fn try_from(payload: serde_json::Value) -> Result<Self> {
+        if payload.get("detail-type").is_none() {
+            let manual: ManualRequest = serde_json::from_value(payload).map_err(|e| {
+                Error::InvalidInput(format!(
+                    "neither an EventBridge event (no detail-type) nor a manual request {{\"dryRun\": bool}}: {e}"
+                ))
+            })?;
+            return Ok(Trigger::Manual {
+                dry_run: manual.dry_run,
+            });
+        }
+        let event: CloudWatchEvent = serde_json::from_value(payload)
+            .map_err(|e| Error::InvalidInput(format!("malformed EventBridge event: {e}")))?;
+        let detail_type = event.detail_type.clone().unwrap_or_default();
+        let detail = event.detail.clone().unwrap_or(serde_json::Value::Null);
+        match detail_type.as_str() {
+            SCHEDULED => Ok(Trigger::Schedule),
+            EC2_STATE_CHANGE => {
+                let d: InstanceStateDetail = serde_json::from_value(detail).map_err(|e| {
+                    Error::InvalidInput(format!("EC2 state-change event without instance-id/state: {e}"))
+                })?;
+                let region = event.region.clone().filter(|r| !r.is_empty()).ok_or_else(|| {
+                    Error::InvalidInput("EC2 state-change event without a region".into())
+                })?;
+                Ok(Trigger::InstanceState { region, instance_id: d.instance_id, state: d.state })
+            }
+            SFN_STATUS_CHANGE => {
+                let d: ExecutionDetail = serde_json::from_value(detail).map_err(|e| {
+                    Error::InvalidInput(format!(
+                        "Step Functions status-change event without executionArn/status: {e}"
+                    ))
+                })?;
+                Ok(Trigger::ExecutionStatus { execution_arn: d.execution_arn, status: d.status })
+            }
+            other => Err(Error::InvalidInput(format!(
+                "unexpected event {other:?} from {:?}; this function handles \"{SCHEDULED}\", \"{EC2_STATE_CHANGE}\" and \"{SFN_STATUS_CHANGE}\"",
+                event.source.unwrap_or_default()
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn envelope(detail_type: &str, detail: serde_json::Value) -> serde_json::Value {
+        json!({ "version": "0", "id": "e-1", "detail-type": detail_type, "source": "aws.ec2",
+                "account": "123456789012", "time": "2026-11-25T01:00:00Z", "region": "us-west-2",
+                "resources": [], "detail": detail })
+    }
+
+    #[test]
+    fn each_event_kind_is_recognised() {
+        assert_eq!(
+            Trigger::try_from(envelope(SCHEDULED, json!({}))).unwrap(),
+            Trigger::Schedule
+        );
+        assert_eq!(
+            Trigger::try_from(envelope(
+                EC2_STATE_CHANGE,
+                json!({"instance-id": "i-1", "state": "running"})
+            ))
+            .unwrap(),
+            Trigger::InstanceState {
+                region: "us-west-2".into(),
+                instance_id: "i-1".into(),
+                state: "running".into()
+            }
+        );
+        assert_eq!(
+            Trigger::try_from(envelope(
+                SFN_STATUS_CHANGE,
+                json!({"executionArn": "arn:x", "status": "ABORTED"})
+            ))
+            .unwrap(),
+            Trigger::ExecutionStatus {
+                execution_arn: "arn:x".into(),
+                status: "ABORTED".into()
+            }
+        );
+        assert_eq!(
+            Trigger::try_from(json!({"dryRun": true})).unwrap(),
+            Trigger::Manual { dry_run: true }
+        );
+        assert_eq!(
+            Trigger::try_from(json!({})).unwrap(),
+            Trigger::Manual { dry_run: false }
+        );
+    }
+
+    #[test]
+    fn malformed_or_unexpected_events_are_clear_errors() {
+        let cases = [
+            (
+                envelope("AWS API Call via CloudTrail", json!({})),
+                "unexpected event",
+            ),
+            (
+                envelope(EC2_STATE_CHANGE, json!({"state": "running"})),
+                "without instance-id",
+            ),
+            (
+                envelope(SFN_STATUS_CHANGE, json!({"status": "FAILED"})),
+                "without executionArn",
+            ),
+            (json!({"dryrun": true}), "manual request"),
+            (json!([1, 2]), "manual request"),
+        ];
+        for (payload, expected) in cases {
+            let err = Trigger::try_from(payload).unwrap_err();
+            assert_eq!(err.error_type(), "InvalidInput");
+            assert!(err.to_string().contains(expected), "{err}");
+        }
+    }
+}
