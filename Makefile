@@ -37,6 +37,8 @@ test:
 	$(DUMMY_AWS) $(VENV)/sam validate --lint -t infra/template.yaml
 	$(call step,sam validate --region us-east-1)
 	$(DUMMY_AWS) $(VENV)/sam validate --region us-east-1 -t infra/template.yaml
+	$(call step,EventBridge rules vs events/ (under the emulator))
+	scripts/emulator run -- $(VENV)/python scripts/test_event_rules.py
 	$(call step,cargo test --workspace (under the emulator))
 	@mkdir -p target
 	scripts/emulator run -- cargo test --workspace 2>&1 | tee target/test.log
