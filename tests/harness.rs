@@ -286,6 +286,150 @@ impl Emulator {
     }
 }
 
+impl Emulator {
+    /// The product's services in this process, on the emulator, with some settings overridden
+    /// (e.g. `GOLDEN_PRUNE_MIN_AGE_HOURS=0`, since everything on the emulator was made seconds ago).
+    pub async fn services(&self, overrides: &[(&str, &str)]) -> golden_core::bake::Services {
+        let mut vars: std::collections::HashMap<String, String> = std::env::vars().collect();
+        for (k, v) in overrides {
+            vars.insert((*k).to_owned(), (*v).to_owned());
+        }
+        let config = golden_core::Config::from_lookup(|k| vars.get(k).cloned()).expect("config");
+        golden_core::runtime::services(config).await
+    }
+
+    /// Registers an AMI the way a bake leaves one (tags on the image and its snapshots); returns its id and
+    /// its snapshot ids.
+    pub async fn register_image(
+        &self,
+        region: &str,
+        name: &str,
+        tags: &[(&str, &str)],
+    ) -> (String, Vec<String>) {
+        let ec2 = self.ec2(region);
+        let out = ec2
+            .register_image()
+            .name(name)
+            .root_device_name("/dev/xvda")
+            .block_device_mappings(
+                aws_sdk_ec2::types::BlockDeviceMapping::builder()
+                    .device_name("/dev/xvda")
+                    .ebs(
+                        aws_sdk_ec2::types::EbsBlockDevice::builder()
+                            .volume_size(8)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("RegisterImage");
+        let image_id = out.image_id().expect("image id").to_owned();
+        let described = ec2
+            .describe_images()
+            .image_ids(&image_id)
+            .send()
+            .await
+            .expect("DescribeImages");
+        let snapshots: Vec<String> = described.images()[0]
+            .block_device_mappings()
+            .iter()
+            .filter_map(|m| m.ebs()?.snapshot_id().map(str::to_owned))
+            .collect();
+        let mut resources = vec![image_id.clone()];
+        resources.extend(snapshots.iter().cloned());
+        let tags = tags
+            .iter()
+            .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(*k).value(*v).build());
+        ec2.create_tags()
+            .set_resources(Some(resources))
+            .set_tags(Some(tags.collect()))
+            .send()
+            .await
+            .expect("CreateTags");
+        (image_id, snapshots)
+    }
+
+    /// Starts an instance from `image_id` with `tags`; returns its id.
+    pub async fn run_instance(
+        &self,
+        region: &str,
+        image_id: &str,
+        tags: &[(&str, &str)],
+    ) -> String {
+        let tags = tags
+            .iter()
+            .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(*k).value(*v).build());
+        let spec = aws_sdk_ec2::types::TagSpecification::builder()
+            .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
+            .set_tags(Some(tags.collect()))
+            .build();
+        let out = self
+            .ec2(region)
+            .run_instances()
+            .image_id(image_id)
+            .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+            .min_count(1)
+            .max_count(1)
+            .tag_specifications(spec)
+            .send()
+            .await
+            .expect("RunInstances");
+        out.instances()[0]
+            .instance_id()
+            .expect("instance id")
+            .to_owned()
+    }
+
+    pub async fn instance_state(&self, region: &str, instance_id: &str) -> String {
+        let out = self
+            .ec2(region)
+            .describe_instances()
+            .instance_ids(instance_id)
+            .send()
+            .await
+            .expect("DescribeInstances");
+        out.reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .find_map(|i| {
+                i.state()
+                    .and_then(|s| s.name())
+                    .map(|n| n.as_str().to_owned())
+            })
+            .unwrap_or_default()
+    }
+
+    pub async fn image_exists(&self, region: &str, image_id: &str) -> bool {
+        match self
+            .ec2(region)
+            .describe_images()
+            .image_ids(image_id)
+            .send()
+            .await
+        {
+            Ok(out) => out
+                .images()
+                .iter()
+                .any(|i| i.state().map(|s| s.as_str()) != Some("deregistered")),
+            Err(_) => false,
+        }
+    }
+
+    pub async fn snapshot_exists(&self, region: &str, snapshot_id: &str) -> bool {
+        match self
+            .ec2(region)
+            .describe_snapshots()
+            .snapshot_ids(snapshot_id)
+            .send()
+            .await
+        {
+            Ok(out) => !out.snapshots().is_empty(),
+            Err(_) => false,
+        }
+    }
+}
+
 fn decode_chunked(head: &str, body: &str) -> String {
     if !head
         .to_ascii_lowercase()

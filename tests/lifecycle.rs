@@ -1,0 +1,819 @@
+//! The lifecycle functions (prune, reap-builders, enforce-freshness) and revoke/promote against the
+//! emulator: a realistic estate of images, instances, launch templates and parameters in moto, the real
+//! handlers acting on it, and a check of what is left. Run under `make test`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use golden_core::bake::Services;
+use golden_core::lifecycle::{enforce, prune, reap, release, Trigger};
+use golden_core::manifest::{Edit, VersionEntry, VersionStatus};
+use golden_core::publishing::{update_manifest, MANIFEST_KEY};
+use golden_core::retention::{Action, Reason};
+use golden_core::tags;
+use golden_core::version::Version;
+use golden_it::{unique_type, Emulator, SERIAL};
+use serde_json::{json, Value};
+
+const R1: &str = "us-east-1";
+const R2: &str = "us-west-2";
+
+/// Version `n` of a synthetic history: day n of October 2026.
+fn version(n: u32) -> Version {
+    let at = Utc
+        .with_ymd_and_hms(2026, 10, n, 1, 15, 0)
+        .single()
+        .expect("valid date");
+    Version::from_datetime(at)
+}
+
+fn entry(v: &Version, images: &BTreeMap<String, String>, status: VersionStatus) -> VersionEntry {
+    VersionEntry {
+        version: v.clone(),
+        created_at: v.created_at(),
+        source_ami: "ami-0123456789abcdef0".into(),
+        execution: "arn:aws:states:us-east-1:123456789012:execution:bake:estate".into(),
+        images: images.clone(),
+        revoked_reason: (status == VersionStatus::Revoked).then(|| "bad kernel".to_owned()),
+        revoked_at: (status == VersionStatus::Revoked).then(|| v.created_at() + Duration::hours(1)),
+        status,
+    }
+}
+
+/// Publishes versions of a type in the shared manifest: (version, images, status), the first is current.
+async fn publish(
+    services: &Services,
+    ty: &str,
+    versions: &[(Version, BTreeMap<String, String>, VersionStatus)],
+) {
+    update_manifest(services.store.as_ref(), services.now(), |m| {
+        let mut edit = Edit::Unchanged;
+        for (v, images, status) in versions.iter().rev() {
+            if m.add_version(
+                ty,
+                entry(v, images, *status),
+                *status == VersionStatus::Published,
+            )? == Edit::Changed
+            {
+                edit = Edit::Changed;
+            }
+        }
+        Ok(edit)
+    })
+    .await
+    .expect("publish to the manifest");
+}
+
+struct Estate {
+    /// (type, region, version number) -> (image id, snapshot ids)
+    images: BTreeMap<(String, String, u32), (String, Vec<String>)>,
+}
+
+impl Estate {
+    fn id(&self, ty: &str, region: &str, n: u32) -> &str {
+        &self.images[&(ty.to_owned(), region.to_owned(), n)].0
+    }
+}
+
+async fn build_estate(emu: &Emulator, types: &[String], versions: u32) -> Estate {
+    let mut images = BTreeMap::new();
+    for ty in types {
+        for region in [R1, R2] {
+            for n in 1..=versions {
+                let v = version(n);
+                let name = format!("golden-{ty}-{v}");
+                let tags = [
+                    (tags::ROLE, "image"),
+                    (tags::TYPE, ty.as_str()),
+                    (tags::VERSION, v.as_str()),
+                ];
+                let made = emu.register_image(region, &name, &tags).await;
+                images.insert((ty.clone(), region.to_owned(), n), made);
+            }
+        }
+    }
+    Estate { images }
+}
+
+fn images_of(estate: &Estate, ty: &str, n: u32) -> BTreeMap<String, String> {
+    [R1, R2]
+        .iter()
+        .map(|r| ((*r).to_owned(), estate.id(ty, r, n).to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn prune_deletes_exactly_the_unprotected_images_with_their_snapshots() {
+    let _serial = SERIAL.lock().await;
+    let emu = Emulator::from_env().await;
+    let services = emu
+        .services(&[
+            ("GOLDEN_PRUNE_MIN_AGE_HOURS", "0"),
+            ("GOLDEN_PRUNE_MAX_DELETES", "100"),
+        ])
+        .await;
+    // GIVEN 3 types x 2 regions x 15 versions
+    let (a, b, c) = (
+        unique_type("it-prune-a"),
+        unique_type("it-prune-b"),
+        unique_type("it-prune-c"),
+    );
+    let types = [a.clone(), b.clone(), c.clone()];
+    let estate = build_estate(&emu, &types, 15).await;
+    // the manifest publishes v13..v15 of each type (v15 current) and A's v14 is revoked
+    for ty in &types {
+        let status14 = if ty == &a {
+            VersionStatus::Revoked
+        } else {
+            VersionStatus::Published
+        };
+        publish(
+            &services,
+            ty,
+            &[
+                (
+                    version(15),
+                    images_of(&estate, ty, 15),
+                    VersionStatus::Published,
+                ),
+                (version(14), images_of(&estate, ty, 14), status14),
+                (
+                    version(13),
+                    images_of(&estate, ty, 13),
+                    VersionStatus::Published,
+                ),
+            ],
+        )
+        .await;
+    }
+    // a running instance on A v2 (us-east-1), a stopped one on B v3 (us-west-2)
+    let running = emu
+        .run_instance(R1, estate.id(&a, R1, 2), &[("Name", "fleet-a")])
+        .await;
+    let stopped = emu
+        .run_instance(R2, estate.id(&b, R2, 3), &[("Name", "fleet-b")])
+        .await;
+    emu.ec2(R2)
+        .stop_instances()
+        .instance_ids(&stopped)
+        .send()
+        .await
+        .expect("stop");
+    // a launch template on C v1 (us-east-1), one of our parameters on C v2 (us-west-2), a keep tag on A v4 (us-west-2)
+    emu.ec2(R1)
+        .create_launch_template()
+        .launch_template_name(format!("{c}-lt"))
+        .launch_template_data(
+            aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                .image_id(estate.id(&c, R1, 1))
+                .build(),
+        )
+        .send()
+        .await
+        .expect("CreateLaunchTemplate");
+    emu.ssm(R2)
+        .put_parameter()
+        .name(format!("/golden-ami/{c}/pinned"))
+        .value(estate.id(&c, R2, 2))
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .data_type("aws:ec2:image")
+        .overwrite(true)
+        .send()
+        .await
+        .expect("PutParameter");
+    emu.ec2(R2)
+        .create_tags()
+        .resources(estate.id(&a, R2, 4))
+        .tags(
+            aws_sdk_ec2::types::Tag::builder()
+                .key(tags::KEEP)
+                .value("true")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("CreateTags");
+
+    // the expected deletions, by (type, region, version): everything older than the newest 10 non-revoked
+    // versions, and A's revoked v14, except what an instance, template, parameter or keep tag protects
+    let mut expected: BTreeSet<(String, &str, u32)> = BTreeSet::new();
+    for (ty, region, ns) in [
+        (&a, R1, vec![14, 4, 3, 1]),
+        (&a, R2, vec![14, 3, 2, 1]),
+        (&b, R1, vec![5, 4, 3, 2, 1]),
+        (&b, R2, vec![5, 4, 2, 1]),
+        (&c, R1, vec![5, 4, 3, 2]),
+        (&c, R2, vec![5, 4, 3, 1]),
+    ] {
+        for n in ns {
+            expected.insert((ty.clone(), region, n));
+        }
+    }
+    let ours = |d: &golden_core::retention::Decision| {
+        d.image_type.as_ref().is_some_and(|t| types.contains(t))
+    };
+    let planned = |report: &prune::PruneReport| -> BTreeSet<(String, String, String)> {
+        report
+            .plan
+            .as_ref()
+            .expect("a plan")
+            .decisions
+            .iter()
+            .filter(|d| ours(d) && d.action == Action::Delete)
+            .map(|d| {
+                (
+                    d.image_type.clone().unwrap_or_default(),
+                    d.region.clone(),
+                    d.image_id.clone(),
+                )
+            })
+            .collect()
+    };
+    let expected_ids: BTreeSet<(String, String, String)> = expected
+        .iter()
+        .map(|(ty, region, n)| {
+            (
+                ty.clone(),
+                (*region).to_owned(),
+                estate.id(ty, region, *n).to_owned(),
+            )
+        })
+        .collect();
+
+    // WHEN prune runs dry
+    let dry = prune::handle(&services, Trigger::Manual { dry_run: true })
+        .await
+        .expect("dry run");
+    // THEN it plans exactly the expected set, with reasons, and changes nothing
+    assert!(dry.dry_run);
+    assert_eq!(planned(&dry), expected_ids);
+    assert!(dry.deregistered.is_empty() && dry.deleted_snapshots.is_empty());
+    for (ty, region, n) in &expected {
+        assert!(
+            emu.image_exists(region, estate.id(ty, region, *n)).await,
+            "dry run deleted {ty} {region} v{n}"
+        );
+    }
+    let reasons_of = |report: &prune::PruneReport, id: &str| -> Vec<Reason> {
+        let plan = report.plan.as_ref().expect("plan");
+        plan.decisions
+            .iter()
+            .find(|d| d.image_id == id)
+            .map(|d| d.reasons.clone())
+            .unwrap_or_default()
+    };
+    assert!(reasons_of(&dry, estate.id(&a, R1, 2))
+        .iter()
+        .any(|r| matches!(r, Reason::InUse { instances } if instances.contains(&running))));
+    assert!(reasons_of(&dry, estate.id(&b, R2, 3))
+        .iter()
+        .any(|r| matches!(r, Reason::InUse { instances } if instances.contains(&stopped))));
+    assert!(reasons_of(&dry, estate.id(&c, R1, 1))
+        .iter()
+        .any(|r| matches!(r, Reason::LaunchTemplate { .. })));
+    assert!(reasons_of(&dry, estate.id(&c, R2, 2))
+        .iter()
+        .any(|r| matches!(r, Reason::SsmParameter { .. })));
+    assert!(reasons_of(&dry, estate.id(&a, R2, 4)).contains(&Reason::KeepTag));
+    assert!(reasons_of(&dry, estate.id(&a, R1, 14))
+        .iter()
+        .any(|r| matches!(r, Reason::Revoked { .. })));
+    assert!(reasons_of(&dry, estate.id(&b, R1, 15))
+        .iter()
+        .any(|r| matches!(r, Reason::Current { .. })));
+    assert!(reasons_of(&dry, estate.id(&b, R1, 6))
+        .iter()
+        .any(|r| matches!(r, Reason::Newest { rank: 9, keep: 10 })));
+
+    // WHEN it runs for real
+    let real = prune::handle(&services, Trigger::Schedule)
+        .await
+        .expect("prune");
+    // THEN exactly those images are gone, with all their snapshots, and everything else is intact
+    assert_eq!(planned(&real), expected_ids);
+    for ((ty, region, n), (id, snapshots)) in &estate.images {
+        let gone = expected.contains(&(ty.clone(), region.as_str(), *n));
+        assert_eq!(
+            !emu.image_exists(region, id).await,
+            gone,
+            "{ty} {region} v{n} ({id})"
+        );
+        for s in snapshots {
+            assert_eq!(
+                !emu.snapshot_exists(region, s).await,
+                gone,
+                "snapshot {s} of {ty} {region} v{n}"
+            );
+        }
+    }
+    // AND a second run deletes nothing of ours
+    let again = prune::handle(&services, Trigger::Schedule)
+        .await
+        .expect("prune again");
+    assert!(planned(&again).is_empty(), "{:?}", planned(&again));
+}
+
+#[tokio::test]
+async fn prune_respects_its_cap_oldest_first() {
+    let _serial = SERIAL.lock().await;
+    let emu = Emulator::from_env().await;
+    let ty = unique_type("it-prune-cap");
+    let estate = build_estate(&emu, std::slice::from_ref(&ty), 13).await;
+    let services = emu
+        .services(&[
+            ("GOLDEN_PRUNE_MIN_AGE_HOURS", "0"),
+            ("GOLDEN_PRUNE_MAX_DELETES", "2"),
+        ])
+        .await;
+    publish(
+        &services,
+        &ty,
+        &[(
+            version(13),
+            images_of(&estate, &ty, 13),
+            VersionStatus::Published,
+        )],
+    )
+    .await;
+    // 3 versions x 2 regions are deletable, but the cap allows 2 a run: the oldest go first
+    let report = prune::handle(&services, Trigger::Schedule)
+        .await
+        .expect("prune");
+    let plan = report.plan.expect("plan");
+    assert!(plan.capped);
+    assert_eq!(report.deregistered.len(), 2, "{:?}", report.deregistered);
+    assert!(!emu.image_exists(R1, estate.id(&ty, R1, 1)).await);
+    assert!(!emu.image_exists(R2, estate.id(&ty, R2, 1)).await);
+    assert!(
+        emu.image_exists(R1, estate.id(&ty, R1, 2)).await,
+        "deferred by the cap"
+    );
+}
+
+#[tokio::test]
+async fn terminating_the_last_user_of_a_retired_ami_deletes_it_now() {
+    let _serial = SERIAL.lock().await;
+    let emu = Emulator::from_env().await;
+    let services = emu.services(&[("GOLDEN_PRUNE_MIN_AGE_HOURS", "0")]).await;
+    let ty = unique_type("it-last-user");
+    let estate = build_estate(&emu, std::slice::from_ref(&ty), 11).await;
+    publish(
+        &services,
+        &ty,
+        &[(
+            version(11),
+            images_of(&estate, &ty, 11),
+            VersionStatus::Published,
+        )],
+    )
+    .await;
+    let old = estate.id(&ty, R2, 1).to_owned();
+    let user = emu.run_instance(R2, &old, &[("Name", "last-user")]).await;
+    prune::handle(&services, Trigger::Schedule)
+        .await
+        .expect("prune");
+    assert!(
+        emu.image_exists(R2, &old).await,
+        "kept while an instance uses it"
+    );
+
+    // WHEN its last user terminates and EC2 says so
+    emu.ec2(R2)
+        .terminate_instances()
+        .instance_ids(&user)
+        .send()
+        .await
+        .expect("terminate");
+    let mut event: Value =
+        serde_json::from_str(include_str!("../events/ec2-terminated.json")).expect("sample event");
+    event["region"] = json!(R2);
+    event["detail"]["instance-id"] = json!(user);
+    let report = prune::handle(&services, Trigger::try_from(event).expect("a valid event"))
+        .await
+        .expect("prune");
+    // THEN only that type and region are re-planned, and the image is deleted at once
+    assert_eq!(
+        report.scope,
+        prune::Scope::One {
+            region: R2.into(),
+            image_type: ty.clone()
+        }
+    );
+    assert!(!emu.image_exists(R2, &old).await);
+    assert!(emu.image_exists(R1, estate.id(&ty, R1, 11)).await);
+}
+
+#[tokio::test]
+async fn reaper_spares_a_running_bake_and_reaps_the_builder_of_an_aborted_one() {
+    let _serial = SERIAL.lock().await;
+    let emu = Emulator::from_env().await;
+    let services = emu.services(&[]).await;
+    let ty = unique_type("it-reap");
+    // GIVEN a bake sitting in its first wait (pollSeconds 60)
+    let input = json!({ "type": ty, "recipe": emu.recipe(&ty, &[]), "pollSeconds": 60 });
+    let arn = emu.start(&format!("{ty}-1"), &input).await;
+    let builder = loop {
+        if let Some(i) = emu
+            .instances(R1, &[(tags::EXECUTION, arn.as_str())])
+            .await
+            .first()
+        {
+            break i.instance_id().expect("id").to_owned();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let lock_key = format!("locks/{ty}.json");
+    assert!(emu.object(&lock_key).await.is_some());
+    // WHEN the reaper sweeps while the execution runs THEN it leaves the builder and the lock alone
+    let report = reap::handle(&services, Trigger::Schedule)
+        .await
+        .expect("reap");
+    let mine = report
+        .builders
+        .iter()
+        .find(|b| b.instance_id == builder)
+        .expect("the builder was considered");
+    assert!(
+        matches!(mine.verdict, golden_core::reaping::ReapVerdict::Keep { .. }),
+        "{:?}",
+        mine.verdict
+    );
+    assert_eq!(emu.instance_state(R1, &builder).await, "running");
+    assert!(emu.object(&lock_key).await.is_some());
+
+    // WHEN the execution is aborted (no Catch runs for ABORTED) and EventBridge reports it
+    emu.sfn()
+        .stop_execution()
+        .execution_arn(&arn)
+        .send()
+        .await
+        .expect("StopExecution");
+    let mut event: Value =
+        serde_json::from_str(include_str!("../events/sfn-execution-aborted.json")).expect("sample");
+    event["detail"]["executionArn"] = json!(arn);
+    let report = reap::handle(&services, Trigger::try_from(event).expect("valid event"))
+        .await
+        .expect("reap");
+    // THEN its builder is terminated and the type's lock is free
+    let mine = report
+        .builders
+        .iter()
+        .find(|b| b.instance_id == builder)
+        .expect("the builder was considered");
+    assert!(
+        matches!(mine.verdict, golden_core::reaping::ReapVerdict::Reap { .. }),
+        "{:?}",
+        mine.verdict
+    );
+    assert!(matches!(
+        emu.instance_state(R1, &builder).await.as_str(),
+        "terminated" | "shutting-down"
+    ));
+    assert!(emu.object(&lock_key).await.is_none(), "lock released");
+}
+
+struct Fleet {
+    ty: String,
+    current_created: DateTime<Utc>,
+    revoked_image: String,
+    stale_image: String,
+    fresh_image: String,
+}
+
+/// A type with v3 current, v2 published and v1 revoked, each with an image in us-east-1.
+async fn fleet(emu: &Emulator, services: &Services, prefix: &str) -> Fleet {
+    let ty = unique_type(prefix);
+    let mut ids = Vec::new();
+    for n in 1..=3 {
+        let v = version(n);
+        let tags = [
+            (tags::ROLE, "image"),
+            (tags::TYPE, ty.as_str()),
+            (tags::VERSION, v.as_str()),
+        ];
+        ids.push(
+            emu.register_image(R1, &format!("golden-{ty}-{v}"), &tags)
+                .await
+                .0,
+        );
+    }
+    let one = |id: &String| BTreeMap::from([(R1.to_owned(), id.clone())]);
+    publish(
+        services,
+        &ty,
+        &[
+            (version(3), one(&ids[2]), VersionStatus::Published),
+            (version(2), one(&ids[1]), VersionStatus::Published),
+            (version(1), one(&ids[0]), VersionStatus::Revoked),
+        ],
+    )
+    .await;
+    Fleet {
+        ty,
+        current_created: version(3).created_at(),
+        revoked_image: ids[0].clone(),
+        stale_image: ids[1].clone(),
+        fresh_image: ids[2].clone(),
+    }
+}
+
+fn at(services: &Services, when: DateTime<Utc>) -> Services {
+    let mut s = services.clone();
+    s.clock = Arc::new(move || when);
+    s
+}
+
+#[tokio::test]
+async fn freshness_recycles_revoked_and_stale_instances_but_never_builders_or_exempt_ones() {
+    let _serial = SERIAL.lock().await;
+    let emu = Emulator::from_env().await;
+    let base = emu
+        .services(&[
+            ("GOLDEN_REGIONS", R1),
+            ("GOLDEN_ROLLOUT_MAX_FRACTION", "1.0"),
+        ])
+        .await;
+    let f = fleet(&emu, &base, "it-fresh").await;
+    let typed = |extra: &[(&'static str, &'static str)]| {
+        let mut t = vec![(tags::TYPE, f.ty.clone())];
+        t.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        t
+    };
+    let run = |image: String, t: Vec<(&'static str, String)>| {
+        let emu = &emu;
+        async move {
+            let t: Vec<(&str, &str)> = t.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            emu.run_instance(R1, &image, &t).await
+        }
+    };
+    let on_revoked = run(f.revoked_image.clone(), typed(&[])).await;
+    let on_stale = run(f.stale_image.clone(), typed(&[])).await;
+    let on_current = run(f.fresh_image.clone(), typed(&[])).await;
+    let builder = run(f.stale_image.clone(), typed(&[(tags::ROLE, "builder")])).await;
+    let exempt = run(f.revoked_image.clone(), typed(&[(tags::EXEMPT, "true")])).await;
+
+    // WHEN a sweep runs past the rollout window of the current version
+    let services = at(&base, f.current_created + Duration::hours(4));
+    let report = enforce::handle(&services, Trigger::Schedule)
+        .await
+        .expect("sweep");
+    // THEN the revoked and the stale instances are terminated; the rest are untouched
+    for id in [&on_revoked, &on_stale] {
+        assert!(
+            report.acted.contains(id),
+            "{id} not acted on: {:?}",
+            report.decisions
+        );
+        assert!(matches!(
+            emu.instance_state(R1, id).await.as_str(),
+            "terminated" | "shutting-down"
+        ));
+    }
+    for id in [&on_current, &builder, &exempt] {
+        assert!(!report.acted.contains(id));
+        assert_eq!(emu.instance_state(R1, id).await, "running", "{id}");
+    }
+}
+
+#[tokio::test]
+async fn freshness_inside_the_window_follows_the_deterministic_stagger_and_the_sweep_cap() {
+    let _serial = SERIAL.lock().await;
+    let emu = Emulator::from_env().await;
+    let base = emu
+        .services(&[
+            ("GOLDEN_REGIONS", R1),
+            ("GOLDEN_ROLLOUT_MAX_FRACTION", "1.0"),
+        ])
+        .await;
+    let f = fleet(&emu, &base, "it-stagger").await;
+    let mut stale = Vec::new();
+    for _ in 0..8 {
+        stale.push(
+            emu.run_instance(R1, &f.stale_image, &[(tags::TYPE, f.ty.as_str())])
+                .await,
+        );
+    }
+    // halfway through the window, an instance's `running` event recycles it iff its stagger is below 1/2
+    let services = at(&base, f.current_created + Duration::minutes(90));
+    for id in &stale {
+        let mut event: Value =
+            serde_json::from_str(include_str!("../events/ec2-running.json")).expect("sample");
+        event["region"] = json!(R1);
+        event["detail"]["instance-id"] = json!(id);
+        let report = enforce::handle(&services, Trigger::try_from(event).expect("event"))
+            .await
+            .expect("enforce");
+        let expected = golden_core::freshness::stagger(id) < 0.5;
+        assert_eq!(
+            report.acted.contains(id),
+            expected,
+            "{id}: stagger {}",
+            golden_core::freshness::stagger(id)
+        );
+        // the same event again decides the same
+        let running = emu.instance_state(R1, id).await == "running";
+        assert_eq!(running, !expected);
+    }
+
+    // a sweep past the window with a 25% cap recycles at most a quarter of the running fleet of the type
+    let cap = emu
+        .services(&[
+            ("GOLDEN_REGIONS", R1),
+            ("GOLDEN_ROLLOUT_MAX_FRACTION", "0.25"),
+        ])
+        .await;
+    let g = fleet(&emu, &cap, "it-cap").await;
+    let mut fleet_ids = Vec::new();
+    for _ in 0..8 {
+        fleet_ids.push(
+            emu.run_instance(R1, &g.stale_image, &[(tags::TYPE, g.ty.as_str())])
+                .await,
+        );
+    }
+    let services = at(&cap, g.current_created + Duration::hours(5));
+    let report = enforce::handle(&services, Trigger::Schedule)
+        .await
+        .expect("sweep");
+    let acted: Vec<&String> = report
+        .acted
+        .iter()
+        .filter(|id| fleet_ids.contains(id))
+        .collect();
+    assert_eq!(acted.len(), 2, "25% of 8 running: {acted:?}");
+}
+
+#[tokio::test]
+async fn freshness_does_nothing_when_the_manifest_is_unreadable() {
+    let _serial = SERIAL.lock().await;
+    let emu = Emulator::from_env().await;
+    let base = emu
+        .services(&[
+            ("GOLDEN_REGIONS", R1),
+            ("GOLDEN_ROLLOUT_MAX_FRACTION", "1.0"),
+        ])
+        .await;
+    let f = fleet(&emu, &base, "it-failsafe").await;
+    let on_revoked = emu
+        .run_instance(R1, &f.revoked_image, &[(tags::TYPE, f.ty.as_str())])
+        .await;
+    let good = emu.object(MANIFEST_KEY).await.expect("manifest");
+    emu.s3()
+        .put_object()
+        .bucket(&emu.bucket)
+        .key(MANIFEST_KEY)
+        .body(b"{ not json".to_vec().into())
+        .send()
+        .await
+        .expect("put");
+    let result = enforce::handle(&base, Trigger::Schedule).await;
+    emu.s3()
+        .put_object()
+        .bucket(&emu.bucket)
+        .key(MANIFEST_KEY)
+        .body(good.into())
+        .send()
+        .await
+        .expect("restore");
+    let err = result.expect_err("an unreadable manifest is reported");
+    assert_eq!(err.error_type(), "ManifestCorrupt");
+    assert_eq!(
+        emu.instance_state(R1, &on_revoked).await,
+        "running",
+        "fail safe: nothing was recycled"
+    );
+}
+
+#[tokio::test]
+async fn revoke_rolls_current_back_and_promote_moves_it_forward_with_the_parameters() {
+    let _serial = SERIAL.lock().await;
+    let emu = Emulator::from_env().await;
+    let services = emu.services(&[]).await;
+    let ty = unique_type("it-release");
+    let estate = build_estate(&emu, std::slice::from_ref(&ty), 3).await;
+    publish(
+        &services,
+        &ty,
+        &[
+            (
+                version(2),
+                images_of(&estate, &ty, 2),
+                VersionStatus::Published,
+            ),
+            (
+                version(1),
+                images_of(&estate, &ty, 1),
+                VersionStatus::Published,
+            ),
+        ],
+    )
+    .await;
+    let parameter = format!("/golden-ami/{ty}/current");
+    let param = |region: &'static str| {
+        let emu = &emu;
+        let name = parameter.clone();
+        async move {
+            let out = emu
+                .ssm(region)
+                .get_parameter()
+                .name(name)
+                .send()
+                .await
+                .ok()?;
+            out.parameter().and_then(|p| p.value()).map(str::to_owned)
+        }
+    };
+    // WHEN the current version is revoked
+    let updated = release::revoke(&services, &ty, &version(2), "kernel panic on c6i", false)
+        .await
+        .expect("revoke");
+    // THEN current rolls back to v1 and both regions' parameters follow
+    assert_eq!(
+        updated.manifest.current(&ty).map(|v| v.version.clone()),
+        Some(version(1))
+    );
+    assert_eq!(param(R1).await.as_deref(), Some(estate.id(&ty, R1, 1)));
+    assert_eq!(param(R2).await.as_deref(), Some(estate.id(&ty, R2, 1)));
+    // a revoked version cannot be promoted
+    let err = release::promote(&services, &ty, &version(2))
+        .await
+        .expect_err("revoked");
+    assert!(err.to_string().contains(version(2).as_str()), "{err}");
+    // WHEN a newer version is published but not current, and promoted
+    update_manifest(services.store.as_ref(), services.now(), |m| {
+        m.add_version(
+            &ty,
+            entry(
+                &version(3),
+                &images_of(&estate, &ty, 3),
+                VersionStatus::Published,
+            ),
+            false,
+        )
+    })
+    .await
+    .expect("add v3");
+    let updated = release::promote(&services, &ty, &version(3))
+        .await
+        .expect("promote");
+    // THEN it is current and the parameters point at it
+    assert_eq!(
+        updated.manifest.current(&ty).map(|v| v.version.clone()),
+        Some(version(3))
+    );
+    assert_eq!(param(R1).await.as_deref(), Some(estate.id(&ty, R1, 3)));
+    assert_eq!(param(R2).await.as_deref(), Some(estate.id(&ty, R2, 3)));
+}
+
+fn ok(result: Result<Value, (String, String)>, what: &str) -> Value {
+    result.unwrap_or_else(|(t, m)| panic!("{what} failed: {t}: {m}"))
+}
+
+#[tokio::test]
+async fn lifecycle_lambdas_take_their_sample_events_and_reject_malformed_ones() {
+    let _serial = SERIAL.lock().await;
+    let emu = Emulator::from_env().await;
+    let before = emu.object(MANIFEST_KEY).await;
+    // a manual dry run of prune through the Lambda returns its plan and deletes nothing
+    let report = ok(
+        emu.invoke("prune", &json!({ "dryRun": true })),
+        "prune dry run",
+    );
+    assert_eq!(report["dryRun"], true);
+    assert!(report["plan"]["decisions"].is_array());
+    assert_eq!(report["deregistered"], json!([]));
+    let scheduled: Value =
+        serde_json::from_str(include_str!("../events/scheduled-event.json")).expect("sample");
+    let report = ok(
+        emu.invoke("reap-builders", &json!({ "dryRun": true })),
+        "reap dry run",
+    );
+    assert_eq!(report["dryRun"], true);
+    ok(
+        emu.invoke("enforce-freshness", &json!({ "dryRun": true })),
+        "enforce dry run",
+    );
+    // the scheduled sample is accepted by the reaper (it only ever terminates dead builders)
+    ok(emu.invoke("reap-builders", &scheduled), "reap on schedule");
+    // malformed and unexpected events are clear errors
+    for function in ["prune", "reap-builders", "enforce-freshness"] {
+        let (t, m) = emu
+            .invoke(
+                function,
+                &json!({ "detail-type": "AWS API Call via CloudTrail", "source": "aws.ec2",
+            "time": "2026-11-25T01:00:00Z", "region": "us-east-1", "resources": [], "detail": {} }),
+            )
+            .expect_err("unexpected event");
+        assert_eq!(t, "InvalidInput", "{function}: {m}");
+        assert!(m.contains("unexpected event"), "{function}: {m}");
+        let (t, _) = emu
+            .invoke(function, &json!({ "dryrun": "yes" }))
+            .expect_err("malformed manual request");
+        assert_eq!(t, "InvalidInput");
+    }
+    assert_eq!(
+        emu.object(MANIFEST_KEY).await,
+        before,
+        "nothing changed the manifest"
+    );
+}
