@@ -195,6 +195,22 @@ async fn prune_deletes_exactly_the_unprotected_images_with_their_snapshots() {
         .await
         .expect("CreateTags");
 
+    // and an orphan: a snapshot of ours whose image was deregistered by hand
+    let (gone_image, orphan) = emu
+        .register_image(
+            R1,
+            &format!("golden-{a}-orphan"),
+            &[(tags::ROLE, "image"), (tags::TYPE, a.as_str())],
+        )
+        .await;
+    emu.ec2(R1)
+        .deregister_image()
+        .image_id(&gone_image)
+        .send()
+        .await
+        .expect("DeregisterImage");
+    let orphan = orphan.first().expect("a snapshot").clone();
+
     // the expected deletions, by (type, region, version): everything older than the newest 10 non-revoked
     // versions, and A's revoked v14, except what an instance, template, parameter or keep tag protects
     let mut expected: BTreeSet<(String, &str, u32)> = BTreeSet::new();
@@ -249,6 +265,15 @@ async fn prune_deletes_exactly_the_unprotected_images_with_their_snapshots() {
     assert!(dry.dry_run);
     assert_eq!(planned(&dry), expected_ids);
     assert!(dry.deregistered.is_empty() && dry.deleted_snapshots.is_empty());
+    assert!(
+        dry.orphan_snapshots.contains(&format!("{orphan} ({R1})")),
+        "{:?}",
+        dry.orphan_snapshots
+    );
+    assert!(
+        emu.snapshot_exists(R1, &orphan).await,
+        "dry run deleted the orphan"
+    );
     for (ty, region, n) in &expected {
         assert!(
             emu.image_exists(region, estate.id(ty, region, *n)).await,
@@ -307,6 +332,10 @@ async fn prune_deletes_exactly_the_unprotected_images_with_their_snapshots() {
             );
         }
     }
+    assert!(
+        !emu.snapshot_exists(R1, &orphan).await,
+        "the orphan snapshot is deleted"
+    );
     // AND a second run deletes nothing of ours
     let again = prune::handle(&services, Trigger::Schedule)
         .await
@@ -641,6 +670,55 @@ async fn freshness_inside_the_window_follows_the_deterministic_stagger_and_the_s
         .filter(|id| fleet_ids.contains(id))
         .collect();
     assert_eq!(acted.len(), 2, "25% of 8 running: {acted:?}");
+}
+
+#[tokio::test]
+async fn freshness_action_stop_stops_and_report_only_reports() {
+    let _serial = SERIAL.lock().await;
+    let emu = Emulator::from_env().await;
+    let settings = [
+        ("GOLDEN_REGIONS", R1),
+        ("GOLDEN_ROLLOUT_MAX_FRACTION", "1.0"),
+    ];
+    let base = emu.services(&settings).await;
+    let f = fleet(&emu, &base, "it-action").await;
+    let on_revoked = emu
+        .run_instance(R1, &f.revoked_image, &[(tags::TYPE, f.ty.as_str())])
+        .await;
+    let when = f.current_created + Duration::minutes(10);
+
+    let report_only = emu
+        .services(&[
+            settings[0],
+            settings[1],
+            ("GOLDEN_ENFORCE_ACTION", "report"),
+        ])
+        .await;
+    let report = enforce::handle(&at(&report_only, when), Trigger::Schedule)
+        .await
+        .expect("report");
+    assert!(
+        report
+            .decisions
+            .iter()
+            .any(|d| d.instance_id == on_revoked && d.act),
+        "{:?}",
+        report.decisions
+    );
+    assert!(report.acted.is_empty());
+    assert_eq!(emu.instance_state(R1, &on_revoked).await, "running");
+
+    let stop = emu
+        .services(&[settings[0], settings[1], ("GOLDEN_ENFORCE_ACTION", "stop")])
+        .await;
+    let report = enforce::handle(&at(&stop, when), Trigger::Schedule)
+        .await
+        .expect("stop");
+    assert!(report.acted.contains(&on_revoked));
+    assert!(matches!(
+        emu.instance_state(R1, &on_revoked).await.as_str(),
+        "stopped" | "stopping"
+    ));
 }
 
 #[tokio::test]
