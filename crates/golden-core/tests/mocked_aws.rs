@@ -539,3 +539,100 @@ async fn publish_over_a_corrupt_manifest_fails_and_writes_nothing() {
     assert_eq!(put.num_calls(), 0);
     assert_eq!(put_parameter.num_calls(), 0);
 }
+
+#[tokio::test]
+async fn cleanup_never_touches_a_builder_or_image_of_another_execution_named_in_its_state() {
+    use aws_sdk_ec2::operation::deregister_image::DeregisterImageOutput;
+    use aws_sdk_ec2::operation::terminate_instances::TerminateInstancesOutput;
+    use aws_sdk_ec2::types::Tag;
+    use golden_core::bake::cleanup::{self, TerminateInput};
+    // GIVEN a failed bake whose state (input, so untrusted) names another execution's builder and image
+    let other = "arn:aws:states:us-east-1:123456789012:execution:bake:someone-else";
+    let by_tag = mock!(aws_sdk_ec2::Client::describe_instances)
+        .match_requests(|r| r.instance_ids().is_empty())
+        .then_output(|| DescribeInstancesOutput::builder().build());
+    let by_id = mock!(aws_sdk_ec2::Client::describe_instances)
+        .match_requests(|r| !r.instance_ids().is_empty())
+        .then_output(move || {
+            let instance = Ec2Instance::builder()
+                .instance_id("i-0other")
+                .state(
+                    InstanceState::builder()
+                        .name(InstanceStateName::Running)
+                        .build(),
+                )
+                .tags(
+                    Tag::builder()
+                        .key("golden-ami:execution")
+                        .value(other)
+                        .build(),
+                )
+                .build();
+            DescribeInstancesOutput::builder()
+                .reservations(Reservation::builder().instances(instance).build())
+                .build()
+        });
+    let images_by_tag = mock!(aws_sdk_ec2::Client::describe_images)
+        .match_requests(|r| r.image_ids().is_empty())
+        .then_output(|| DescribeImagesOutput::builder().build());
+    let image_by_id = mock!(aws_sdk_ec2::Client::describe_images)
+        .match_requests(|r| !r.image_ids().is_empty())
+        .then_output(move || {
+            let image = Ec2Image::builder()
+                .image_id("ami-0other1111")
+                .name("golden-bld-linux64-20261124T000000Z")
+                .state(ImageState::Pending)
+                .tags(
+                    Tag::builder()
+                        .key("golden-ami:execution")
+                        .value(other)
+                        .build(),
+                )
+                .build();
+            DescribeImagesOutput::builder().images(image).build()
+        });
+    let terminate = mock!(aws_sdk_ec2::Client::terminate_instances)
+        .then_output(|| TerminateInstancesOutput::builder().build());
+    let deregister = mock!(aws_sdk_ec2::Client::deregister_image)
+        .then_output(|| DeregisterImageOutput::builder().build());
+    let missing =
+        mock!(aws_sdk_s3::Client::get_object).then_http_response(|| s3_error(404, "NoSuchKey"));
+    let services = services(
+        ec2(&[
+            &by_tag,
+            &by_id,
+            &images_by_tag,
+            &image_by_id,
+            &terminate,
+            &deregister,
+        ]),
+        ssm(&[]),
+        s3(&[&missing]),
+    );
+    let mut state = serde_json::to_value(bake_state()).expect("state");
+    state["builder"]["instanceId"] = json!("i-0other");
+    state["image"]["imageId"] = json!("ami-0other1111");
+    state["copies"] = json!([]);
+    state["error"] = json!({ "Error": "CommandFailed", "Cause": "{\"errorType\":\"CommandFailed\",\"errorMessage\":\"boom\"}" });
+    let input: TerminateInput =
+        serde_json::from_value(json!({ "outcome": "failed", "executionId": EXEC, "state": state }))
+            .expect("input");
+    // WHEN the cleanup runs
+    let report = cleanup::handle(&services, input).await.expect("cleanup");
+    // THEN it terminates and deregisters nothing, and still reports the bake's own failure
+    assert_eq!(terminate.num_calls(), 0);
+    assert_eq!(deregister.num_calls(), 0);
+    assert!(
+        report.terminated.is_empty() && report.deregistered.is_empty(),
+        "{report:?}"
+    );
+    assert_eq!(report.error.as_deref(), Some("CommandFailed"));
+    assert!(
+        report
+            .cause
+            .as_deref()
+            .is_some_and(|c| c.starts_with("boom")),
+        "{:?}",
+        report.cause
+    );
+}

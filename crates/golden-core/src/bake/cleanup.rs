@@ -148,7 +148,9 @@ pub async fn handle(services: &Services, input: TerminateInput) -> Result<Cleanu
             .describe_instance(&b.region, &b.instance_id)
             .await?
         {
-            if !matches!(i.state.as_str(), "terminated" | "shutting-down") {
+            // The state is input: act on its instance only if it really is this execution's builder.
+            let ours = i.tags.get(tags::EXECUTION).map(String::as_str) == Some(exec);
+            if ours && !matches!(i.state.as_str(), "terminated" | "shutting-down") {
                 builders
                     .entry(b.region.clone())
                     .or_default()
@@ -191,7 +193,6 @@ async fn stored_recipe(services: &Services, image_type: &str) -> Option<Recipe> 
     Recipe::from_json_slice(&object.body, image_type).ok()
 }
 
-/// Deregisters this execution's images that the manifest does not publish, and deletes their snapshots.
 /// Deregisters the images an execution made (found by its tag, its image name and `known` ids) unless
 /// the manifest publishes them, and deletes their snapshots. Used by the failed-bake cleanup and the reaper.
 pub async fn discard_execution_images(
@@ -245,6 +246,15 @@ pub async fn discard_execution_images(
             continue;
         };
         if image.state == "deregistered" {
+            continue;
+        }
+        // Only this execution's images: tagged with it, or (tags never applied) named for its version.
+        let ours = match image.tags.get(tags::EXECUTION) {
+            Some(e) => e == exec,
+            None => name.as_deref() == Some(image.name.as_str()),
+        };
+        if !ours {
+            tracing::warn!(%region, image_id = %image_id, "not an image of this execution; left alone");
             continue;
         }
         services.ec2.deregister_image(&region, &image_id).await?;
