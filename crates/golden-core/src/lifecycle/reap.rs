@@ -19,9 +19,6 @@ use crate::reaping::{self, Builder, ExecutionState, ReapVerdict};
 use crate::tags;
 use crate::version::Version;
 
-/// Used when a builder's recipe cannot be read: the DESIGN.md default bake limit.
-const DEFAULT_MAX_BUILD_MINUTES: i64 = 180;
-
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReapedBuilder {
@@ -81,7 +78,7 @@ pub async fn handle(services: &Services, trigger: Trigger) -> Result<ReapReport>
         let state = execution_state(services, execution.as_deref()).await?;
         let image_type = instance.tags.get(tags::TYPE).cloned();
         let recipe = image_type.as_ref().and_then(|t| recipes.get(t));
-        let max_build = Duration::minutes(recipe.map_or(DEFAULT_MAX_BUILD_MINUTES, |r| {
+        let max_build = Duration::minutes(recipe.map_or(reaping::DEFAULT_MAX_BUILD_MINUTES, |r| {
             i64::from(r.max_build_minutes)
         }));
         let builder = Builder {
@@ -102,27 +99,30 @@ pub async fn handle(services: &Services, trigger: Trigger) -> Result<ReapReport>
                 .terminate_instances(&region, std::slice::from_ref(&instance.instance_id))
                 .await?;
             done.terminated.push(instance.instance_id.clone());
+            // A running (stuck) execution still owns its images: it fails at its next check once its
+            // builder is gone, and its own cleanup discards them. Only a dead one's are discarded here.
             if let (Some(ty), Some(exec)) = (&image_type, &execution) {
-                let regions: BTreeSet<String> = recipe
-                    .map(|r| r.all_regions())
-                    .unwrap_or_else(|| vec![region.clone()])
-                    .into_iter()
-                    .collect();
-                let version = instance
-                    .tags
-                    .get(tags::VERSION)
-                    .and_then(|v| Version::parse(v).ok());
-                discard_execution_images(
-                    services,
-                    ty,
-                    exec,
-                    version.as_ref(),
-                    &regions,
-                    BTreeSet::new(),
-                    &mut done,
-                )
-                .await?;
                 if reaping::lock_is_dead(exec, &state) {
+                    let regions: BTreeSet<String> = recipe
+                        .map(|r| r.all_regions())
+                        .unwrap_or_else(|| vec![region.clone()])
+                        .into_iter()
+                        .collect();
+                    let version = instance
+                        .tags
+                        .get(tags::VERSION)
+                        .and_then(|v| Version::parse(v).ok());
+                    let known = BTreeSet::new();
+                    discard_execution_images(
+                        services,
+                        ty,
+                        exec,
+                        version.as_ref(),
+                        &regions,
+                        known,
+                        &mut done,
+                    )
+                    .await?;
                     done.lock_released = lock::release(services.store.as_ref(), ty, exec).await?;
                 }
             }
