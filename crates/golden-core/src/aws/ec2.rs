@@ -360,17 +360,29 @@ impl Ec2 for AwsEc2 {
         if instance_ids.is_empty() {
             return Ok(());
         }
-        let out = self
-            .clients
-            .get(region)
+        let client = self.clients.get(region);
+        let out = client
             .terminate_instances()
             .set_instance_ids(Some(instance_ids.to_vec()))
             .send()
             .await;
-        unless_not_found(out.map_err(|e| {
+        match out.map_err(|e| {
             AwsError::from_sdk("TerminateInstances", instance_ids.join(","), region, e)
-        }))?;
-        Ok(())
+        }) {
+            Ok(_) => Ok(()),
+            // One unknown id fails the whole call: terminate the others one by one.
+            Err(e) if e.is_not_found() && instance_ids.len() > 1 => {
+                for id in instance_ids {
+                    let out = client.terminate_instances().instance_ids(id).send().await;
+                    unless_not_found(
+                        out.map_err(|e| AwsError::from_sdk("TerminateInstances", id, region, e)),
+                    )?;
+                }
+                Ok(())
+            }
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn create_image(

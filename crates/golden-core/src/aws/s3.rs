@@ -46,10 +46,19 @@ impl ObjectStore for S3Store {
             .key(key)
             .send()
             .await;
-        let out =
-            unless_not_found(out.map_err(|e| {
-                AwsError::from_sdk("GetObject", self.location(key), self.region(), e)
-            }))?;
+        // Only a missing key is "absent": a missing bucket (also a 404) must fail, or prune and publish
+        // would take "no manifest yet" for an answer.
+        let out = match out {
+            Ok(out) => Some(out),
+            Err(e) => {
+                let e = AwsError::from_sdk("GetObject", self.location(key), self.region(), e);
+                if e.code_is("NoSuchKey") {
+                    None
+                } else {
+                    return Err(e.into());
+                }
+            }
+        };
         let Some(out) = out else { return Ok(None) };
         let etag = out.e_tag().unwrap_or_default().to_owned();
         let body = out.body.collect().await.map_err(|e| AwsError {
