@@ -78,6 +78,11 @@ pub async fn status(services: &Services, mut image: ImageRef) -> Result<ImageRef
         .describe_image(&image.region, &image.image_id)
         .await?
     else {
+        // EC2 is eventually consistent: a just-created image or copy may not be visible yet.
+        if image.poll.attempts < super::UNSEEN_CHECKS {
+            image.poll.tick(&what, services.now())?;
+            return Ok(image);
+        }
         return Err(Error::ImageFailed {
             image_id: image.image_id,
             region: image.region,

@@ -64,6 +64,10 @@ impl Services {
     }
 }
 
+/// How many checks a resource we just created may stay invisible (EC2 is eventually consistent) before
+/// its absence means it is gone.
+pub(crate) const UNSEEN_CHECKS: u32 = 3;
+
 /// The bake's state, made by launch-builder and grown by each stage (docs/stages.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

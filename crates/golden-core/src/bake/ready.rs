@@ -14,6 +14,11 @@ pub async fn handle(services: &Services, mut builder: BuilderRef) -> Result<Buil
         .describe_instance(&builder.region, &builder.instance_id)
         .await?;
     let Some(instance) = instance else {
+        // EC2 is eventually consistent: a just-launched instance may not be visible yet.
+        if builder.poll.attempts < super::UNSEEN_CHECKS {
+            builder.poll.tick(&what, services.now())?;
+            return Ok(builder);
+        }
         return Err(failed(&builder, "no longer exists"));
     };
     builder.state = instance.state.clone();
