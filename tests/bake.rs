@@ -587,10 +587,14 @@ async fn malformed_stage_input_is_rejected_and_changes_nothing() {
         .expect_err("bad type");
     assert_eq!(t, "InvalidInput");
     assert!(m.contains("not a valid image type name"), "{m}");
-    let (t, _) = emu
+    let (t, m) = emu
         .invoke("publish", &json!({ "nonsense": true }))
         .expect_err("malformed");
-    assert!(!t.is_empty());
+    assert_eq!(t, "InvalidInput");
+    assert!(
+        m.starts_with("Publish: invalid input: the Publish payload does not match"),
+        "{m}"
+    );
     let (t, m) = emu
         .invoke(
             "launch-builder",

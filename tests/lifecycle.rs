@@ -630,7 +630,7 @@ async fn freshness_inside_the_window_follows_the_deterministic_stagger_and_the_s
             serde_json::from_str(include_str!("../events/ec2-running.json")).expect("sample");
         event["region"] = json!(R1);
         event["detail"]["instance-id"] = json!(id);
-        let report = enforce::handle(&services, Trigger::try_from(event).expect("event"))
+        let report = enforce::handle(&services, Trigger::try_from(event.clone()).expect("event"))
             .await
             .expect("enforce");
         let expected = golden_core::freshness::stagger(id) < 0.5;
@@ -640,9 +640,21 @@ async fn freshness_inside_the_window_follows_the_deterministic_stagger_and_the_s
             "{id}: stagger {}",
             golden_core::freshness::stagger(id)
         );
-        // the same event again decides the same
         let running = emu.instance_state(R1, id).await == "running";
         assert_eq!(running, !expected);
+        // the same event again decides the same: an instance spared once is spared again
+        let again = enforce::handle(&services, Trigger::try_from(event).expect("event"))
+            .await
+            .expect("enforce");
+        assert!(again.acted.is_empty(), "{id}: {:?}", again.decisions);
+        if !expected {
+            let decision = again
+                .decisions
+                .iter()
+                .find(|d| &d.instance_id == id)
+                .expect("decided again");
+            assert!(!decision.act, "{id} decided differently the second time");
+        }
     }
 
     // a sweep past the window with a 25% cap recycles at most a quarter of the running fleet of the type
