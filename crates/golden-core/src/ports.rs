@@ -24,6 +24,13 @@ pub struct Instance {
     pub tags: BTreeMap<String, String>,
 }
 
+/// Tags that may be copied onto another resource: AWS reserves the `aws:` prefix.
+pub fn copyable_tags(tags: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    tags.into_iter()
+        .filter(|(k, _)| !k.starts_with("aws:"))
+        .collect()
+}
+
 /// An AMI, reduced to what the pipeline looks at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Image {

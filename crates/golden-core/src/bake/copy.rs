@@ -5,6 +5,7 @@ use serde::Deserialize;
 use super::image::{usable, IMAGE_MINUTES};
 use super::{client_token, ImageRef, Poll, Services};
 use crate::error::{Error, Result};
+use crate::ports::copyable_tags;
 use crate::recipe::Recipe;
 use crate::version::Version;
 
@@ -60,11 +61,7 @@ pub async fn handle(services: &Services, item: CopyItem) -> Result<ImageRef> {
             state: "missing".into(),
             reason: "the source of the copy no longer exists".into(),
         })?;
-    let tags = source
-        .tags
-        .into_iter()
-        .filter(|(k, _)| !k.starts_with("aws:"))
-        .collect();
+    let tags = copyable_tags(source.tags);
     services
         .ec2
         .create_tags(region, std::slice::from_ref(&image_id), &tags)

@@ -2,7 +2,7 @@
 
 use super::{image_name, image_tags, BakeState, ImageRef, Poll, Services};
 use crate::error::{Error, Result};
-use crate::ports::Image;
+use crate::ports::{copyable_tags, Image};
 
 /// How long an image (or a copy) may take to become available.
 pub(crate) const IMAGE_MINUTES: u32 = 120;
@@ -94,11 +94,7 @@ pub async fn status(services: &Services, mut image: ImageRef) -> Result<ImageRef
     match found.state.as_str() {
         "available" => {
             // Snapshots may only be listed once the image is complete: tag them like their image now.
-            let tags = found
-                .tags
-                .into_iter()
-                .filter(|(k, _)| !k.starts_with("aws:"))
-                .collect();
+            let tags = copyable_tags(found.tags);
             services
                 .ec2
                 .create_tags(&image.region, &found.snapshot_ids, &tags)
