@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_sfn::types::ExecutionStatus;
 use golden_core::tags;
-use golden_it::{tag, unique_type, Emulator, SERIAL};
+use golden_it::{ok, tag, unique_type, Emulator, SERIAL};
 use serde_json::{json, Value};
 
 const BUILD: &str = "us-east-1";
@@ -450,10 +450,6 @@ async fn two_bakes_of_one_type_started_together_run_one_at_a_time() {
         manifest["types"][&ty]["versions"].as_array().map(Vec::len),
         Some(1)
     );
-}
-
-fn ok(result: Result<Value, (String, String)>, stage: &str) -> Value {
-    result.unwrap_or_else(|(t, m)| panic!("{stage} failed: {t}: {m}"))
 }
 
 #[tokio::test]

@@ -450,6 +450,11 @@ fn decode_chunked(head: &str, body: &str) -> String {
     out
 }
 
+/// The result of [`Emulator::invoke`], or a panic naming what failed and its error.
+pub fn ok(result: Result<Value, (String, String)>, what: &str) -> Value {
+    result.unwrap_or_else(|(t, m)| panic!("{what} failed: {t}: {m}"))
+}
+
 /// A type name no other test (or earlier run) uses, so each test has its own lock and history.
 pub fn unique_type(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()

@@ -13,7 +13,7 @@ use golden_core::publishing::{update_manifest, MANIFEST_KEY};
 use golden_core::retention::{Action, Reason};
 use golden_core::tags;
 use golden_core::version::Version;
-use golden_it::{unique_type, Emulator, SERIAL};
+use golden_it::{ok, unique_type, Emulator, SERIAL};
 use serde_json::{json, Value};
 
 const R1: &str = "us-east-1";
@@ -853,10 +853,6 @@ async fn revoke_rolls_current_back_and_promote_moves_it_forward_with_the_paramet
     );
     assert_eq!(param(R1).await.as_deref(), Some(estate.id(&ty, R1, 3)));
     assert_eq!(param(R2).await.as_deref(), Some(estate.id(&ty, R2, 3)));
-}
-
-fn ok(result: Result<Value, (String, String)>, what: &str) -> Value {
-    result.unwrap_or_else(|(t, m)| panic!("{what} failed: {t}: {m}"))
 }
 
 #[tokio::test]
