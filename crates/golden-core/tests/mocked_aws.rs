@@ -636,3 +636,48 @@ async fn cleanup_never_touches_a_builder_or_image_of_another_execution_named_in_
         report.cause
     );
 }
+
+#[tokio::test]
+async fn a_just_created_image_briefly_invisible_is_waited_for_then_reported_gone() {
+    // GIVEN DescribeImages does not know the image (EC2 is eventually consistent just after CreateImage)
+    let unseen = mock!(aws_sdk_ec2::Client::describe_images).then_http_response(|| {
+        ec2_error(
+            400,
+            "InvalidAMIID.NotFound",
+            "The image id '[ami-0aaa1111]' does not exist",
+        )
+    });
+    let services = services(ec2(&[&unseen]), ssm(&[]), s3(&[]));
+    // WHEN checked a few times THEN it keeps waiting at first
+    let mut image = image_ref();
+    for attempt in 1..=3 {
+        image = image::status(&services, image)
+            .await
+            .expect("still waiting");
+        assert_eq!(image.poll.attempts, attempt);
+        assert!(!image.available);
+    }
+    // AND then calls it gone
+    let err = image::status(&services, image).await.expect_err("gone");
+    assert_eq!(err.error_type(), "ImageFailed");
+    assert!(err.to_string().contains("no longer exists"), "{err}");
+}
+
+#[tokio::test]
+async fn a_missing_bucket_is_an_error_not_an_empty_manifest() {
+    let no_bucket =
+        mock!(aws_sdk_s3::Client::get_object).then_http_response(|| s3_error(404, "NoSuchBucket"));
+    let put =
+        mock!(aws_sdk_s3::Client::put_object).then_output(|| PutObjectOutput::builder().build());
+    let services = services(ec2(&[]), ssm(&[]), s3(&[&no_bucket, &put]));
+    let err = publish::handle(&services, bake_state())
+        .await
+        .expect_err("no bucket");
+    assert_eq!(err.error_type(), "AwsError");
+    assert!(err.to_string().contains("NoSuchBucket"), "{err}");
+    assert_eq!(
+        put.num_calls(),
+        0,
+        "nothing is written to a bucket that is not there"
+    );
+}
