@@ -15,17 +15,6 @@ fn input(emu: &Emulator, image_type: &str, poll_seconds: u32) -> Value {
     json!({ "type": image_type, "recipe": emu.recipe(image_type, &COPIES), "pollSeconds": poll_seconds })
 }
 
-async fn parameter(emu: &Emulator, region: &str, name: &str) -> Option<String> {
-    let out = emu
-        .ssm(region)
-        .get_parameter()
-        .name(name)
-        .send()
-        .await
-        .ok()?;
-    out.parameter().and_then(|p| p.value()).map(str::to_owned)
-}
-
 /// Commands sent to an instance, as (document, joined commands).
 async fn commands_sent(emu: &Emulator, instance_id: &str) -> Vec<(String, String)> {
     let out = emu
@@ -122,7 +111,9 @@ async fn bake_with_two_copy_regions_publishes_tagged_images_and_leaves_nothing_r
             assert_eq!(tag(s.tags(), "team"), Some("releng-test"));
         }
         // and the SSM parameter of the region points at it
-        let param = parameter(&emu, region, &format!("/golden-ami/{ty}/current")).await;
+        let param = emu
+            .parameter(region, &format!("/golden-ami/{ty}/current"))
+            .await;
         assert_eq!(
             param.as_deref(),
             images[region].as_str(),
@@ -223,7 +214,7 @@ async fn second_bake_becomes_current_and_keeps_the_first_in_history() {
         .as_str()
         .expect("image");
     assert_eq!(
-        parameter(&emu, BUILD, &format!("/golden-ami/{ty}/current"))
+        emu.parameter(BUILD, &format!("/golden-ami/{ty}/current"))
             .await
             .as_deref(),
         Some(current_image)

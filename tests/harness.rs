@@ -381,6 +381,33 @@ impl Emulator {
             .to_owned()
     }
 
+    /// The value of an SSM parameter in `region`, if it exists.
+    pub async fn parameter(&self, region: &str, name: &str) -> Option<String> {
+        let out = self
+            .ssm(region)
+            .get_parameter()
+            .name(name)
+            .send()
+            .await
+            .ok()?;
+        out.parameter().and_then(|p| p.value()).map(str::to_owned)
+    }
+
+    /// Starts `count` instances from `image_id` with `tags`; returns their ids.
+    pub async fn run_instances(
+        &self,
+        region: &str,
+        image_id: &str,
+        tags: &[(&str, &str)],
+        count: usize,
+    ) -> Vec<String> {
+        let mut ids = Vec::with_capacity(count);
+        for _ in 0..count {
+            ids.push(self.run_instance(region, image_id, tags).await);
+        }
+        ids
+    }
+
     pub async fn instance_state(&self, region: &str, instance_id: &str) -> String {
         let out = self
             .ec2(region)

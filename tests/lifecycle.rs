@@ -616,13 +616,9 @@ async fn freshness_inside_the_window_follows_the_deterministic_stagger_and_the_s
         ])
         .await;
     let f = fleet(&emu, &base, "it-stagger").await;
-    let mut stale = Vec::new();
-    for _ in 0..8 {
-        stale.push(
-            emu.run_instance(R1, &f.stale_image, &[(tags::TYPE, f.ty.as_str())])
-                .await,
-        );
-    }
+    let stale = emu
+        .run_instances(R1, &f.stale_image, &[(tags::TYPE, f.ty.as_str())], 8)
+        .await;
     // halfway through the window, an instance's `running` event recycles it iff its stagger is below 1/2
     let services = at(&base, f.current_created + Duration::minutes(90));
     for id in &stale {
@@ -665,13 +661,9 @@ async fn freshness_inside_the_window_follows_the_deterministic_stagger_and_the_s
         ])
         .await;
     let g = fleet(&emu, &cap, "it-cap").await;
-    let mut fleet_ids = Vec::new();
-    for _ in 0..8 {
-        fleet_ids.push(
-            emu.run_instance(R1, &g.stale_image, &[(tags::TYPE, g.ty.as_str())])
-                .await,
-        );
-    }
+    let fleet_ids = emu
+        .run_instances(R1, &g.stale_image, &[(tags::TYPE, g.ty.as_str())], 8)
+        .await;
     let services = at(&cap, g.current_created + Duration::hours(5));
     let report = enforce::handle(&services, Trigger::Schedule)
         .await
@@ -799,20 +791,7 @@ async fn revoke_rolls_current_back_and_promote_moves_it_forward_with_the_paramet
     )
     .await;
     let parameter = format!("/golden-ami/{ty}/current");
-    let param = |region: &'static str| {
-        let emu = &emu;
-        let name = parameter.clone();
-        async move {
-            let out = emu
-                .ssm(region)
-                .get_parameter()
-                .name(name)
-                .send()
-                .await
-                .ok()?;
-            out.parameter().and_then(|p| p.value()).map(str::to_owned)
-        }
-    };
+    let param = |region: &'static str| emu.parameter(region, &parameter);
     // WHEN the current version is revoked
     let updated = release::revoke(&services, &ty, &version(2), "kernel panic on c6i", false)
         .await
