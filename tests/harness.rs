@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{Region, SdkConfig};
 use aws_sdk_sfn::types::ExecutionStatus;
 use serde_json::{json, Value};
 
@@ -45,7 +45,7 @@ pub struct Finished {
 
 impl Emulator {
     pub async fn from_env() -> Self {
-        let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
+        let sdk = golden_core::aws::load_config().await;
         Self {
             sdk,
             bucket: env("GOLDEN_BUCKET"),

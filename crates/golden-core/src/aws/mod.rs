@@ -13,15 +13,32 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_smithy_http_client::tls;
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 
 pub use ec2::AwsEc2;
 pub use s3::S3Store;
 pub use sfn::AwsSfn;
 pub use ssm::AwsSsm;
 
-/// Loads the shared AWS configuration (credentials, default region, endpoint, retry policy).
+/// Loads the shared AWS configuration (credentials, default region, endpoint, retry policy), with the one
+/// HTTPS client every SDK client made from it uses.
 pub async fn load_config() -> SdkConfig {
-    aws_config::load_defaults(BehaviorVersion::latest()).await
+    aws_config::defaults(BehaviorVersion::latest())
+        .http_client(https_client())
+        .load()
+        .await
+}
+
+/// Hyper with rustls on the `ring` provider. The SDK's default client (rustls on aws-lc) is switched off in
+/// the workspace Cargo.toml: its C build costs a minute of every fresh build and its code a megabyte or
+/// two of every function, for nothing these calls need.
+fn https_client() -> SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
 }
 
 /// One client per region, built lazily from a shared config; or one fixed client for every region (tests).
