@@ -2,7 +2,7 @@
 """The local AWS emulator of golden-ami; run through `scripts/emulator run -- CMD [ARGS...]`.
 
 What it does, in order (facts and quirks of the tools: shared/EMULATOR.md):
-  1. builds the Lambda binaries once (`cargo build --workspace --bins`);
+  1. builds the Lambda binaries once (`cargo build --workspace --bins --features golden-core/test-deps`);
   2. starts, each on 127.0.0.1 and a free port picked now:
        - the router (a thread of this process): Lambda Invoke API -> `cargo lambda watch`, all else -> moto;
        - moto_server, with MOTO_PORT = the router's port, so that Step Functions' Lambda tasks (which moto
@@ -73,6 +73,12 @@ SCRUBBED_ENV = {
     "AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_EC2_METADATA_DISABLED", "AWS_CA_BUNDLE", "AWS_USE_FIPS_ENDPOINT",
     "AWS_USE_DUALSTACK_ENDPOINT", "MOTO_PORT",
 }
+
+# Every cargo command of the emulator builds with these features: the tests turn them on through their
+# dev-dependencies, so the functions, the tests and clippy share one build of the AWS SDK
+# (crates/golden-core/Cargo.toml, `test-deps`). Without them each `cargo run` of `cargo lambda watch` would
+# compile the SDK a second time.
+CARGO_FEATURES = ["--features", "golden-core/test-deps"]
 
 WARMUP_TIMEOUT = 20 * 60  # the first invoke may make `cargo run` compile (see warm_up)
 # The router's limit for one function invocation. A function process that died makes `cargo lambda watch`
@@ -473,10 +479,11 @@ class Emulator:
             raise SetupError(f"bake.asl.json needs functions that are not binaries under functions/: {missing}")
 
         log = self.dir / "build.log"
-        say(f"building the Lambda binaries: cargo build --workspace --bins (log: {self.rel(log)})")
+        argv = ["cargo", "build", "--workspace", "--bins", *CARGO_FEATURES]
+        say(f"building the Lambda binaries: {' '.join(argv)} (log: {self.rel(log)})")
         started = time.monotonic()
         with open(log, "wb") as out:
-            proc = subprocess.Popen(["cargo", "build", "--workspace", "--bins"], cwd=REPO,
+            proc = subprocess.Popen(argv, cwd=REPO,
                                     stdout=out, stderr=subprocess.STDOUT, env=self.base_env)
             last_note = started
             while proc.poll() is None:
@@ -549,7 +556,7 @@ class Emulator:
             # invoke and keeps it running; the functions inherit watch's environment, and --env-file adds
             # the same variables explicitly. --ignore-changes: an edit must not restart functions mid-test.
             argv = ["cargo", "lambda", "watch", "--ignore-changes", "--invoke-address", "127.0.0.1",
-                    "--invoke-port", str(port), "--env-file", str(self.dir / "functions.env")]
+                    "--invoke-port", str(port), "--env-file", str(self.dir / "functions.env"), *CARGO_FEATURES]
             child = Child("watch", argv, dict(self.base_env, **fenv), self.dir / "watch.log")
             self.children.append(child)
             deadline = time.monotonic() + 60
