@@ -11,6 +11,14 @@ DUMMY_AWS := env -u AWS_PROFILE -u AWS_SESSION_TOKEN AWS_ACCESS_KEY_ID=test AWS_
 
 step = @printf '\n==> %s\n' "$(1)"
 
+# Clippy as the compiler of the workspace's own crates, in the real build (what `cargo clippy` does, but
+# building instead of checking): the lints run, `-D warnings` fails the build, and the compiled workspace
+# is the one the emulator and the tests then reuse, so the AWS SDK compiles once per `make test`, not once
+# for clippy's check build and again for the tests. Dependencies are built by plain rustc either way.
+CLIPPY_DRIVER := $(shell rustc --print sysroot 2>/dev/null)/bin/clippy-driver
+# The features every debug build uses, so the functions share the tests' SDK build (golden-core's `test-deps`).
+FEATURES := --features golden-core/test-deps
+
 .PHONY: help demo test tools
 
 help:
@@ -24,24 +32,52 @@ tools:
 demo:
 	scripts/emulator run -- $(VENV)/python scripts/demo.py
 
+# Every cargo command of `make test` (the emulator's and `cargo lambda watch`'s too) runs with these, so all
+# of them share one set of compiled workspace crates.
+test: export RUSTC_WORKSPACE_WRAPPER := $(CLIPPY_DRIVER)
+test: export CLIPPY_ARGS := -D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__
 test:
+	@test -x "$(CLIPPY_DRIVER)" || { echo "clippy-driver not found at $(CLIPPY_DRIVER): rustup component add clippy" >&2; exit 2; }
 	$(call step,tools (.venv/))
 	scripts/emulator tools
 	$(call step,cargo fmt --all --check)
 	cargo fmt --all --check
-	$(call step,cargo clippy --workspace --all-targets -- -D warnings)
-	cargo clippy --workspace --all-targets -- -D warnings
-	$(call step,scripts/validate-asl)
-	scripts/validate-asl
-	$(call step,sam validate --lint)
-	$(DUMMY_AWS) $(VENV)/sam validate --lint -t infra/template.yaml
-	$(call step,sam validate --region us-east-1)
-	$(DUMMY_AWS) $(VENV)/sam validate --region us-east-1 -t infra/template.yaml
-	$(call step,EventBridge rules vs events/ (under the emulator))
-	scripts/emulator run -- $(VENV)/python scripts/test_event_rules.py
-	$(call step,cargo test --workspace (under the emulator))
+	$(call step,clippy -D warnings: cargo build --workspace --all-targets $(FEATURES) through clippy-driver)
+	cargo build --workspace --all-targets $(FEATURES)
 	@mkdir -p target
-	scripts/emulator run -- cargo test --workspace 2>&1 | tee target/test.log
+	$(call step,cargo test -p golden-core (needs no emulator) while the emulator starts; then the rest under it)
+	cargo test -p golden-core $(FEATURES) >target/test-core.log 2>&1 & core_pid=$$!; \
+	if scripts/emulator run -- $(MAKE) --no-print-directory test-under-emulator; then emulated=0; else emulated=1; fi; \
+	if wait $$core_pid; then core=0; else core=1; fi; \
+	printf '\n==> cargo test -p golden-core\n'; cat target/test-core.log; \
+	exit $$(( emulated || core ))
 	@# One closing line over every test binary (cargo prints one "test result" line per binary).
 	@awk '/^test result:/ { for (i = 1; i < NF; i++) { if ($$(i+1) ~ /^passed/) p += $$i; if ($$(i+1) ~ /^failed/) f += $$i; if ($$(i+1) ~ /^ignored/) s += $$i } } \
-	      END { printf "\ntests: %d passed, %d failed, %d skipped\n", p, f, s }' target/test.log
+	      END { printf "\ntests: %d passed, %d failed, %d skipped\n", p, f, s }' target/test-core.log target/test.log
+
+# The rest of `make test`, run inside one emulator: the workspace's tests but golden-core's (which run beside
+# the emulator's start-up), and beside them the EventBridge rules test (its own event bus and queues) and the
+# validators (which need no emulator), since the integration tests mostly wait on the state machine's Wait
+# states. Their output follows the tests'.
+.PHONY: check-asl check-sam-lint check-sam test-under-emulator
+check-asl:
+	$(call step,scripts/validate-asl)
+	scripts/validate-asl
+check-sam-lint:
+	$(call step,sam validate --lint)
+	$(DUMMY_AWS) $(VENV)/sam validate --lint -t infra/template.yaml
+check-sam:
+	$(call step,sam validate --region us-east-1)
+	$(DUMMY_AWS) $(VENV)/sam validate --region us-east-1 -t infra/template.yaml
+
+test-under-emulator:
+	@mkdir -p target
+	$(MAKE) --no-print-directory -j3 --output-sync=target check-asl check-sam-lint check-sam \
+	  >target/validators.log 2>&1 & checks_pid=$$!; \
+	$(VENV)/python scripts/test_event_rules.py >target/event-rules.log 2>&1 & rules_pid=$$!; \
+	if cargo test --workspace --exclude golden-core $(FEATURES) 2>&1 | tee target/test.log; then tests=0; else tests=1; fi; \
+	if wait $$checks_pid; then checks=0; else checks=1; fi; \
+	if wait $$rules_pid; then rules=0; else rules=1; fi; \
+	cat target/validators.log; \
+	printf '\n==> EventBridge rules vs events/\n'; cat target/event-rules.log; \
+	exit $$(( tests || checks || rules ))
