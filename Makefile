@@ -7,7 +7,8 @@ SHELL := bash
 
 VENV := .venv/bin
 # `sam validate` wants credentials to exist even when it does not call AWS.
-DUMMY_AWS := env -u AWS_PROFILE -u AWS_SESSION_TOKEN AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test SAM_CLI_TELEMETRY=0
+# Offline: no endpoint either (inside the emulator AWS_ENDPOINT_URL points at moto).
+DUMMY_AWS := env -u AWS_PROFILE -u AWS_SESSION_TOKEN -u AWS_ENDPOINT_URL AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test SAM_CLI_TELEMETRY=0
 
 step = @printf '\n==> %s\n' "$(1)"
 
@@ -15,7 +16,9 @@ step = @printf '\n==> %s\n' "$(1)"
 # building instead of checking): the lints run, `-D warnings` fails the build, and the compiled workspace
 # is the one the emulator and the tests then reuse, so the AWS SDK compiles once per `make test`, not once
 # for clippy's check build and again for the tests. Dependencies are built by plain rustc either way.
-CLIPPY_DRIVER := $(shell rustc --print sysroot 2>/dev/null)/bin/clippy-driver
+# The clippy-driver of the toolchain that builds (rustup's, or a distribution's in rustc's sysroot), else the
+# one on PATH.
+CLIPPY_DRIVER := $(or $(wildcard $(shell rustc --print sysroot 2>/dev/null)/bin/clippy-driver),$(shell command -v clippy-driver 2>/dev/null))
 # The features every debug build uses, so the functions share the tests' SDK build (golden-core's `test-deps`).
 FEATURES := --features golden-core/test-deps
 
@@ -23,7 +26,8 @@ FEATURES := --features golden-core/test-deps
 
 help:
 	@echo "make demo   bake bld-linux64 on the local emulator and show the manifest, AMIs and builder"
-	@echo "make test   formatting, clippy, ASL and SAM validation, then all tests under the emulator"
+	@echo "make test   formatting, clippy in the build, then every test under the emulator, with the ASL and"
+	@echo "            SAM validators beside them"
 	@echo "make tools  only create/refresh .venv/ (moto, cargo-lambda, boto3, aws-sam-cli)"
 
 tools:
@@ -37,7 +41,7 @@ demo:
 test: export RUSTC_WORKSPACE_WRAPPER := $(CLIPPY_DRIVER)
 test: export CLIPPY_ARGS := -D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__
 test:
-	@test -x "$(CLIPPY_DRIVER)" || { echo "clippy-driver not found at $(CLIPPY_DRIVER): rustup component add clippy" >&2; exit 2; }
+	@test -x "$(CLIPPY_DRIVER)" || { echo "clippy-driver not found in rustc's sysroot or on PATH: install clippy for this toolchain (rustup component add clippy)" >&2; exit 2; }
 	$(call step,tools (.venv/))
 	scripts/emulator tools
 	$(call step,cargo fmt --all --check)
@@ -47,6 +51,7 @@ test:
 	@mkdir -p target
 	$(call step,cargo test -p golden-core (needs no emulator) while the emulator starts; then the rest under it)
 	cargo test -p golden-core $(FEATURES) >target/test-core.log 2>&1 & core_pid=$$!; \
+	trap 'kill $$core_pid 2>/dev/null' INT TERM; \
 	if scripts/emulator run -- $(MAKE) --no-print-directory test-under-emulator; then emulated=0; else emulated=1; fi; \
 	if wait $$core_pid; then core=0; else core=1; fi; \
 	printf '\n==> cargo test -p golden-core\n'; cat target/test-core.log; \
@@ -59,7 +64,7 @@ test:
 # the emulator's start-up), and beside them the EventBridge rules test (its own event bus and queues) and the
 # validators (which need no emulator), since the integration tests mostly wait on the state machine's Wait
 # states. Their output follows the tests'.
-.PHONY: check-asl check-sam-lint check-sam test-under-emulator
+.PHONY: check-asl check-sam-lint check-sam check-release-deps test-under-emulator
 check-asl:
 	$(call step,scripts/validate-asl)
 	scripts/validate-asl
@@ -69,10 +74,18 @@ check-sam-lint:
 check-sam:
 	$(call step,sam validate --region us-east-1)
 	$(DUMMY_AWS) $(VENV)/sam validate --region us-east-1 -t infra/template.yaml
+# golden-core's test-deps feature must never reach a release build (crates/golden-core/Cargo.toml): the
+# workspace's features without dev-dependencies, which sam build resolves, hold no test-only crate.
+check-release-deps:
+	$(call step,release builds carry no test-only crates)
+	@found=$$(cargo tree --workspace -e normal,build --prefix none --format '{p}' \
+	  | { grep -E '^(aws-smithy-mocks|aws-smithy-protocol-test|proptest) ' || true; } | sort -u); \
+	if [[ -n "$$found" ]]; then echo "a release build would compile test-only crates: $$found" >&2; exit 1; fi; \
+	echo "ok: no aws-smithy-mocks, aws-smithy-protocol-test or proptest without dev-dependencies"
 
 test-under-emulator:
 	@mkdir -p target
-	$(MAKE) --no-print-directory -j3 --output-sync=target check-asl check-sam-lint check-sam \
+	$(MAKE) --no-print-directory -j4 --output-sync=target check-asl check-sam-lint check-sam check-release-deps \
 	  >target/validators.log 2>&1 & checks_pid=$$!; \
 	$(VENV)/python scripts/test_event_rules.py >target/event-rules.log 2>&1 & rules_pid=$$!; \
 	if cargo test --workspace --exclude golden-core $(FEATURES) 2>&1 | tee target/test.log; then tests=0; else tests=1; fi; \
