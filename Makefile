@@ -6,6 +6,7 @@ SHELL := bash
 .DEFAULT_GOAL := help
 
 VENV := .venv/bin
+LINT_VENV := .venv-lint/bin
 # `sam validate` wants credentials to exist even when it does not call AWS.
 # Offline: no endpoint either (inside the emulator AWS_ENDPOINT_URL points at moto).
 DUMMY_AWS := env -u AWS_PROFILE -u AWS_SESSION_TOKEN -u AWS_ENDPOINT_URL AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test SAM_CLI_TELEMETRY=0
@@ -40,9 +41,9 @@ demo:
 # of them share one set of compiled workspace crates.
 test: export RUSTC_WORKSPACE_WRAPPER := $(CLIPPY_DRIVER)
 test: export CLIPPY_ARGS := -D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__
-test:
+test: node_modules/.package-lock.json
 	@test -x "$(CLIPPY_DRIVER)" || { echo "clippy-driver not found in rustc's sysroot or on PATH: install clippy for this toolchain (rustup component add clippy)" >&2; exit 2; }
-	$(call step,tools (.venv/))
+	$(call step,tools (.venv/ and .venv-lint/))
 	scripts/emulator tools
 	$(call step,cargo fmt --all --check)
 	cargo fmt --all --check
@@ -64,7 +65,12 @@ test:
 # the emulator's start-up), and beside them the EventBridge rules test (its own event bus and queues) and the
 # validators (which need no emulator), since the integration tests mostly wait on the state machine's Wait
 # states. Their output follows the tests'.
-.PHONY: check-asl check-sam-lint check-sam check-release-deps test-under-emulator
+.PHONY: check-asl check-sam-lint check-sam check-cfn-lint check-checkov check-release-deps check-iam test-under-emulator
+# The test-time node packages (package-lock.json): the ASL validators and the IAM simulator.
+node_modules/.package-lock.json: package.json package-lock.json
+	$(call step,npm ci (ASL validators, IAM simulator))
+	npm ci --no-audit --no-fund
+
 check-asl:
 	$(call step,scripts/validate-asl)
 	scripts/validate-asl
@@ -74,6 +80,20 @@ check-sam-lint:
 check-sam:
 	$(call step,sam validate --region us-east-1)
 	$(DUMMY_AWS) $(VENV)/sam validate --region us-east-1 -t infra/template.yaml
+# cfn-lint with its informational checks too; every check skipped is in .cfnlintrc with its reason.
+check-cfn-lint:
+	$(call step,cfn-lint --include-checks I)
+	$(VENV)/cfn-lint --include-checks I -- infra/template.yaml
+	@echo "ok: cfn-lint found nothing"
+# checkov; every check skipped is in infra/checkov.yaml with its reason.
+check-checkov:
+	$(call step,checkov (skips: infra/checkov.yaml))
+	LOG_LEVEL=ERROR $(LINT_VENV)/checkov --config-file infra/checkov.yaml --quiet --compact
+# Every AWS call the functions made in this emulator run against their own policies (scripts/iam_check.py):
+# after the tests, which make the calls.
+check-iam:
+	$(call step,IAM check: recorded calls vs each function's policies)
+	$(VENV)/python scripts/iam_check.py
 # golden-core's test-deps feature must never reach a release build (crates/golden-core/Cargo.toml): the
 # workspace's features without dev-dependencies, which sam build resolves, hold no test-only crate.
 check-release-deps:
@@ -85,12 +105,14 @@ check-release-deps:
 
 test-under-emulator:
 	@mkdir -p target
-	$(MAKE) --no-print-directory -j4 --output-sync=target check-asl check-sam-lint check-sam check-release-deps \
+	$(MAKE) --no-print-directory -j4 --output-sync=target check-asl check-sam-lint check-sam check-cfn-lint \
+	  check-checkov check-release-deps \
 	  >target/validators.log 2>&1 & checks_pid=$$!; \
 	$(VENV)/python scripts/test_event_rules.py >target/event-rules.log 2>&1 & rules_pid=$$!; \
 	if cargo test --workspace --exclude golden-core $(FEATURES) 2>&1 | tee target/test.log; then tests=0; else tests=1; fi; \
 	if wait $$checks_pid; then checks=0; else checks=1; fi; \
 	if wait $$rules_pid; then rules=0; else rules=1; fi; \
+	if $(MAKE) --no-print-directory check-iam; then iam=0; else iam=1; fi; \
 	cat target/validators.log; \
 	printf '\n==> EventBridge rules vs events/\n'; cat target/event-rules.log; \
-	exit $$(( tests || checks || rules ))
+	exit $$(( tests || checks || rules || iam ))

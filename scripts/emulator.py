@@ -5,6 +5,7 @@ What it does, in order (facts and quirks of the tools: shared/EMULATOR.md):
   1. builds the Lambda binaries once (`cargo build --workspace --bins --features golden-core/test-deps`);
   2. starts, each on 127.0.0.1 and a free port picked now:
        - the router (a thread of this process): Lambda Invoke API -> `cargo lambda watch`, all else -> moto;
+         the functions' AWS endpoint, it records each of their calls in calls.jsonl (iam_record.py);
        - moto_server, with MOTO_PORT = the router's port, so that Step Functions' Lambda tasks (which moto
          sends to http://localhost:$MOTO_PORT) reach the router and so the real Rust functions;
        - `cargo lambda watch`, serving every binary under functions/ with the functions' environment;
@@ -34,6 +35,8 @@ import urllib.parse
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from iam_record import Recorder
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = REPO / ".venv" / "bin"
@@ -243,6 +246,7 @@ class Router(ThreadingHTTPServer):
         self.port = self.server_address[1]
         self.moto_port = 0
         self.watch_port = 0
+        self.recorder: Recorder | None = None
         self.log_lock = threading.Lock()
         self.log_file = open(log, "a", buffering=1)
 
@@ -296,8 +300,10 @@ class RouterHandler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = _handle
 
-    # everything but Lambda: verbatim to moto
+    # everything but Lambda: verbatim to moto (a function's call recorded on the way, see iam_record.py)
     def _proxy(self, body: bytes) -> str:
+        recorder = self.server.recorder
+        call = recorder.begin(self.command, self.path, self.headers, body) if recorder else None
         conn = http.client.HTTPConnection("127.0.0.1", self.server.moto_port, timeout=600)
         try:
             conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
@@ -314,6 +320,9 @@ class RouterHandler(BaseHTTPRequestHandler):
             headers = [(k, v) for k, v in resp.getheaders()
                        if k.lower() not in HOP_BY_HOP or (head and k.lower() == "content-length")]
             self._send(resp.status, data, headers, head=head)
+            if call is not None and recorder is not None:
+                recorder.finish(call, resp.status, data)
+                return f"-> moto {resp.status} (recorded {call['stage']} {call['operation']})"
             return f"-> moto {resp.status}"
         except OSError as err:
             msg = json.dumps({"message": f"emulator router: moto did not answer: {err}"}).encode()
@@ -422,12 +431,56 @@ def describe_instance_information(self):  # a method of moto's SimpleSystemManag
     return ActionResult({"InstanceInformationList": items})
 
 
+def _tag_specs(response, resource_type: str) -> list[dict]:
+    """The tags of one ResourceType of an EC2 request's TagSpecifications."""
+    return [tag for spec in response._get_param("TagSpecifications", []) or []
+            if spec.get("ResourceType") == resource_type for tag in spec.get("Tags", [])]
+
+
+def _tag_image_and_snapshots(response, image_id: str) -> None:
+    image = response.ec2_backend.amis[image_id]
+    for tag in _tag_specs(response, "image"):
+        image.add_tag(tag["Key"], tag["Value"])
+    for tag in _tag_specs(response, "snapshot"):  # a moto image has one snapshot, of its root device
+        image.ebs_snapshot.add_tag(tag["Key"], tag["Value"])
+
+
+def create_image(self):  # a method of moto's AmisResponse
+    """EC2 CreateImage whose TagSpecifications may tag the snapshots too: moto 5.2 tags the image only and
+    answers a `snapshot` spec with HTTP 500 (NotImplementedError)."""
+    from moto.core.responses import ActionResult
+
+    self.error_on_dryrun()
+    image = self.ec2_backend.create_image(
+        self._get_param("InstanceId"), self._get_param("Name"), self._get_param("Description", ""),
+        tag_specifications=[],
+    )
+    _tag_image_and_snapshots(self, image.id)
+    return ActionResult({"ImageId": image.id})
+
+
+def copy_image(self):  # a method of moto's AmisResponse
+    """EC2 CopyImage with its TagSpecifications (image and snapshots), which moto 5.2 ignores."""
+    from moto.core.responses import ActionResult
+
+    self.error_on_dryrun()
+    image = self.ec2_backend.copy_image(
+        self._get_param("SourceImageId"), self._get_param("SourceRegion"), self._get_param("Name"),
+        self._get_param("Description"),
+    )
+    _tag_image_and_snapshots(self, image.id)
+    return ActionResult({"ImageId": image.id})
+
+
 def moto_server(argv: list[str]) -> int:
     """`moto_server` with the shims above patched in (this is what the emulator starts)."""
+    from moto.ec2.responses.amis import AmisResponse
     from moto.server import main as moto_main
     from moto.ssm.responses import SimpleSystemManagerResponse
 
     SimpleSystemManagerResponse.describe_instance_information = describe_instance_information
+    AmisResponse.create_image = create_image
+    AmisResponse.copy_image = copy_image
     moto_main(argv)
     return 0
 
@@ -518,6 +571,7 @@ class Emulator:
                     conn.request("GET", "/moto-api/")
                     if conn.getresponse().status < 500:
                         self.moto_port = self.router.moto_port = port
+                        self.router.recorder = Recorder(self.dir / "calls.jsonl", f"http://127.0.0.1:{port}")
                         return
                 except OSError:
                     time.sleep(0.1)
@@ -536,8 +590,10 @@ class Emulator:
             raise SetupError(f"POST /moto-api/config answered {resp.status}")
 
     def function_env(self) -> dict[str, str]:
+        assert self.router
         return {
-            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.moto_port}",
+            # The router, which records each call for the IAM check (iam_record.py) and passes it to moto.
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.router.port}",
             "AWS_ACCESS_KEY_ID": "test",
             "AWS_SECRET_ACCESS_KEY": "test",
             "AWS_REGION": REGION,
@@ -659,16 +715,17 @@ class Emulator:
         s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
 
         # The recipe files name resources of a real account; the emulator's ids replace them so that a bake
-        # here launches into the seeded subnet from the seeded base AMI. base_ami replaces
-        # base_ami_parameter (a recipe has exactly one of the two): the public AL2023 parameter does not
-        # resolve to an image that exists in this moto (its built-in AMIs are switched off). Copies go to
-        # both other regions so every bake exercises the Map with two items.
+        # here launches into the seeded subnet from the seeded base AMI. The seeded parameter replaces the
+        # public AL2023 one, which does not resolve to an image that exists in this moto (its built-in AMIs
+        # are switched off); a recipe that names base_ami keeps it. Copies go to both other regions so every
+        # bake exercises the Map with two items.
         pushed = []
         for path in sorted(RECIPES.glob("*.toml")):
             with open(path, "rb") as f:
                 recipe = tomllib.load(f)
-            recipe.pop("base_ami_parameter", None)
-            recipe.update(base_ami=base_ami, subnet_id=subnet, security_group_ids=[sg],
+            if "base_ami_parameter" in recipe:
+                recipe["base_ami_parameter"] = BASE_AMI_PARAMETER
+            recipe.update(subnet_id=subnet, security_group_ids=[sg],
                           instance_profile=INSTANCE_PROFILE, build_region=REGION, copy_to_regions=COPY_REGIONS)
             s3.put_object(Bucket=BUCKET, Key=f"recipes/{recipe['type']}.json",
                           Body=json.dumps(recipe, indent=2).encode(), ContentType="application/json")
@@ -711,6 +768,7 @@ class Emulator:
             GOLDEN_SEED_SUBNET_ID=self.seed["subnet"],
             GOLDEN_SEED_SECURITY_GROUP_ID=self.seed["security_group"],
             GOLDEN_SEED_BASE_AMI=self.seed["base_ami"],
+            GOLDEN_SEED_BASE_AMI_PARAMETER=BASE_AMI_PARAMETER,
             GOLDEN_SEED_INSTANCE_PROFILE=INSTANCE_PROFILE,
             GOLDEN_EMULATOR_DIR=str(self.dir),
             GOLDEN_EMULATOR="1",

@@ -21,6 +21,8 @@ pub struct Emulator {
     pub subnet_id: String,
     pub security_group_id: String,
     pub base_ami: String,
+    /// The SSM parameter (of our /golden-ami/ namespace) whose value is `base_ami`.
+    pub base_ami_parameter: String,
     pub instance_profile: String,
 }
 
@@ -54,6 +56,7 @@ impl Emulator {
             subnet_id: env("GOLDEN_SEED_SUBNET_ID"),
             security_group_id: env("GOLDEN_SEED_SECURITY_GROUP_ID"),
             base_ami: env("GOLDEN_SEED_BASE_AMI"),
+            base_ami_parameter: env("GOLDEN_SEED_BASE_AMI_PARAMETER"),
             instance_profile: env("GOLDEN_SEED_INSTANCE_PROFILE"),
         }
     }
@@ -86,7 +89,7 @@ impl Emulator {
         json!({
             "type": image_type,
             "platform": "linux",
-            "base_ami": self.base_ami,
+            "base_ami_parameter": self.base_ami_parameter,
             "instance_type": "c5.large",
             "build_region": "us-east-1",
             "subnet_id": self.subnet_id,
@@ -295,7 +298,31 @@ impl Emulator {
             vars.insert((*k).to_owned(), (*v).to_owned());
         }
         let config = golden_core::Config::from_lookup(|k| vars.get(k).cloned()).expect("config");
-        golden_core::runtime::services(config).await
+        // Test scaffolding, not a function: its calls go straight to moto, past the IAM check's recorder.
+        golden_core::runtime::services("Tests", config).await
+    }
+
+    /// The product's services as the function of `stage` (its `runtime::serve` name) has them: their
+    /// calls go through the emulator's router, which records them as that function's for `make test`'s
+    /// IAM check (scripts/iam_check.py), so a handler run in this process is held to the function's policy.
+    pub async fn function_services(
+        &self,
+        stage: &str,
+        overrides: &[(&str, &str)],
+    ) -> golden_core::bake::Services {
+        let mut vars: std::collections::HashMap<String, String> = std::env::vars().collect();
+        for (k, v) in overrides {
+            vars.insert((*k).to_owned(), (*v).to_owned());
+        }
+        let config = golden_core::Config::from_lookup(|k| vars.get(k).cloned()).expect("config");
+        // Without the environment's service config: its AWS_ENDPOINT_URL (moto) would win over this one.
+        let sdk = golden_core::aws::load_function_config(stage)
+            .await
+            .into_builder()
+            .service_config(NoServiceConfig)
+            .endpoint_url(&self.lambda_endpoint)
+            .build();
+        golden_core::runtime::services_from(sdk, config)
     }
 
     /// Registers an AMI the way a bake leaves one (tags on the image and its snapshots); returns its id and
@@ -495,4 +522,14 @@ pub fn tag<'a>(tags: &'a [aws_sdk_ec2::types::Tag], key: &str) -> Option<&'a str
     tags.iter()
         .find(|t| t.key() == Some(key))
         .and_then(|t| t.value())
+}
+
+/// A service config that has nothing: clients then take the SdkConfig's own endpoint URL.
+#[derive(Debug)]
+struct NoServiceConfig;
+
+impl aws_types::service_config::LoadServiceConfig for NoServiceConfig {
+    fn load_config(&self, _key: aws_types::service_config::ServiceConfigKey<'_>) -> Option<String> {
+        None
+    }
 }

@@ -107,12 +107,12 @@ fn images_of(estate: &Estate, ty: &str, n: u32) -> BTreeMap<String, String> {
 async fn prune_deletes_exactly_the_unprotected_images_with_their_snapshots() {
     let _serial = SERIAL.lock().await;
     let emu = Emulator::from_env().await;
-    let services = emu
-        .services(&[
-            ("GOLDEN_PRUNE_MIN_AGE_HOURS", "0"),
-            ("GOLDEN_PRUNE_MAX_DELETES", "100"),
-        ])
-        .await;
+    let settings = [
+        ("GOLDEN_PRUNE_MIN_AGE_HOURS", "0"),
+        ("GOLDEN_PRUNE_MAX_DELETES", "100"),
+    ];
+    let services = emu.services(&settings).await;
+    let prune_fn = emu.function_services("Prune", &settings).await;
     // GIVEN 3 types x 2 regions x 15 versions
     let (a, b, c) = (
         unique_type("it-prune-a"),
@@ -258,7 +258,7 @@ async fn prune_deletes_exactly_the_unprotected_images_with_their_snapshots() {
         .collect();
 
     // WHEN prune runs dry
-    let dry = prune::handle(&services, Trigger::Manual { dry_run: true })
+    let dry = prune::handle(&prune_fn, Trigger::Manual { dry_run: true })
         .await
         .expect("dry run");
     // THEN it plans exactly the expected set, with reasons, and changes nothing
@@ -312,7 +312,7 @@ async fn prune_deletes_exactly_the_unprotected_images_with_their_snapshots() {
         .any(|r| matches!(r, Reason::Newest { rank: 9, keep: 10 })));
 
     // WHEN it runs for real
-    let real = prune::handle(&services, Trigger::Schedule)
+    let real = prune::handle(&prune_fn, Trigger::Schedule)
         .await
         .expect("prune");
     // THEN exactly those images are gone, with all their snapshots, and everything else is intact
@@ -337,7 +337,7 @@ async fn prune_deletes_exactly_the_unprotected_images_with_their_snapshots() {
         "the orphan snapshot is deleted"
     );
     // AND a second run deletes nothing of ours
-    let again = prune::handle(&services, Trigger::Schedule)
+    let again = prune::handle(&prune_fn, Trigger::Schedule)
         .await
         .expect("prune again");
     assert!(planned(&again).is_empty(), "{:?}", planned(&again));
@@ -349,12 +349,12 @@ async fn prune_respects_its_cap_oldest_first() {
     let emu = Emulator::from_env().await;
     let ty = unique_type("it-prune-cap");
     let estate = build_estate(&emu, std::slice::from_ref(&ty), 13).await;
-    let services = emu
-        .services(&[
-            ("GOLDEN_PRUNE_MIN_AGE_HOURS", "0"),
-            ("GOLDEN_PRUNE_MAX_DELETES", "2"),
-        ])
-        .await;
+    let settings = [
+        ("GOLDEN_PRUNE_MIN_AGE_HOURS", "0"),
+        ("GOLDEN_PRUNE_MAX_DELETES", "2"),
+    ];
+    let services = emu.services(&settings).await;
+    let prune_fn = emu.function_services("Prune", &settings).await;
     publish(
         &services,
         &ty,
@@ -366,7 +366,7 @@ async fn prune_respects_its_cap_oldest_first() {
     )
     .await;
     // 3 versions x 2 regions are deletable, but the cap allows 2 a run: the oldest go first
-    let report = prune::handle(&services, Trigger::Schedule)
+    let report = prune::handle(&prune_fn, Trigger::Schedule)
         .await
         .expect("prune");
     let plan = report.plan.expect("plan");
@@ -385,6 +385,9 @@ async fn terminating_the_last_user_of_a_retired_ami_deletes_it_now() {
     let _serial = SERIAL.lock().await;
     let emu = Emulator::from_env().await;
     let services = emu.services(&[("GOLDEN_PRUNE_MIN_AGE_HOURS", "0")]).await;
+    let prune_fn = emu
+        .function_services("Prune", &[("GOLDEN_PRUNE_MIN_AGE_HOURS", "0")])
+        .await;
     let ty = unique_type("it-last-user");
     let estate = build_estate(&emu, std::slice::from_ref(&ty), 11).await;
     publish(
@@ -399,7 +402,7 @@ async fn terminating_the_last_user_of_a_retired_ami_deletes_it_now() {
     .await;
     let old = estate.id(&ty, R2, 1).to_owned();
     let user = emu.run_instance(R2, &old, &[("Name", "last-user")]).await;
-    prune::handle(&services, Trigger::Schedule)
+    prune::handle(&prune_fn, Trigger::Schedule)
         .await
         .expect("prune");
     assert!(
@@ -418,7 +421,7 @@ async fn terminating_the_last_user_of_a_retired_ami_deletes_it_now() {
         serde_json::from_str(include_str!("../events/ec2-terminated.json")).expect("sample event");
     event["region"] = json!(R2);
     event["detail"]["instance-id"] = json!(user);
-    let report = prune::handle(&services, Trigger::try_from(event).expect("a valid event"))
+    let report = prune::handle(&prune_fn, Trigger::try_from(event).expect("a valid event"))
         .await
         .expect("prune");
     // THEN only that type and region are re-planned, and the image is deleted at once
@@ -437,7 +440,7 @@ async fn terminating_the_last_user_of_a_retired_ami_deletes_it_now() {
 async fn reaper_spares_a_running_bake_and_reaps_the_builder_of_an_aborted_one() {
     let _serial = SERIAL.lock().await;
     let emu = Emulator::from_env().await;
-    let services = emu.services(&[]).await;
+    let reap_fn = emu.function_services("ReapBuilders", &[]).await;
     let ty = unique_type("it-reap");
     // GIVEN a bake sitting in its first wait (pollSeconds 60)
     let input = json!({ "type": ty, "recipe": emu.recipe(&ty, &[]), "pollSeconds": 60 });
@@ -455,7 +458,7 @@ async fn reaper_spares_a_running_bake_and_reaps_the_builder_of_an_aborted_one() 
     let lock_key = format!("locks/{ty}.json");
     assert!(emu.object(&lock_key).await.is_some());
     // WHEN the reaper sweeps while the execution runs THEN it leaves the builder and the lock alone
-    let report = reap::handle(&services, Trigger::Schedule)
+    let report = reap::handle(&reap_fn, Trigger::Schedule)
         .await
         .expect("reap");
     let mine = report
@@ -481,7 +484,7 @@ async fn reaper_spares_a_running_bake_and_reaps_the_builder_of_an_aborted_one() 
     let mut event: Value =
         serde_json::from_str(include_str!("../events/sfn-execution-aborted.json")).expect("sample");
     event["detail"]["executionArn"] = json!(arn);
-    let report = reap::handle(&services, Trigger::try_from(event).expect("valid event"))
+    let report = reap::handle(&reap_fn, Trigger::try_from(event).expect("valid event"))
         .await
         .expect("reap");
     // THEN its builder is terminated and the type's lock is free
@@ -557,12 +560,12 @@ fn at(services: &Services, when: DateTime<Utc>) -> Services {
 async fn freshness_recycles_revoked_and_stale_instances_but_never_builders_or_exempt_ones() {
     let _serial = SERIAL.lock().await;
     let emu = Emulator::from_env().await;
-    let base = emu
-        .services(&[
-            ("GOLDEN_REGIONS", R1),
-            ("GOLDEN_ROLLOUT_MAX_FRACTION", "1.0"),
-        ])
-        .await;
+    let settings = [
+        ("GOLDEN_REGIONS", R1),
+        ("GOLDEN_ROLLOUT_MAX_FRACTION", "1.0"),
+    ];
+    let base = emu.services(&settings).await;
+    let enforce_fn = emu.function_services("EnforceFreshness", &settings).await;
     let f = fleet(&emu, &base, "it-fresh").await;
     let typed = |extra: &[(&'static str, &'static str)]| {
         let mut t = vec![(tags::TYPE, f.ty.clone())];
@@ -583,7 +586,7 @@ async fn freshness_recycles_revoked_and_stale_instances_but_never_builders_or_ex
     let exempt = run(f.revoked_image.clone(), typed(&[(tags::EXEMPT, "true")])).await;
 
     // WHEN a sweep runs past the rollout window of the current version
-    let services = at(&base, f.current_created + Duration::hours(4));
+    let services = at(&enforce_fn, f.current_created + Duration::hours(4));
     let report = enforce::handle(&services, Trigger::Schedule)
         .await
         .expect("sweep");
@@ -609,18 +612,18 @@ async fn freshness_recycles_revoked_and_stale_instances_but_never_builders_or_ex
 async fn freshness_inside_the_window_follows_the_deterministic_stagger_and_the_sweep_cap() {
     let _serial = SERIAL.lock().await;
     let emu = Emulator::from_env().await;
-    let base = emu
-        .services(&[
-            ("GOLDEN_REGIONS", R1),
-            ("GOLDEN_ROLLOUT_MAX_FRACTION", "1.0"),
-        ])
-        .await;
+    let settings = [
+        ("GOLDEN_REGIONS", R1),
+        ("GOLDEN_ROLLOUT_MAX_FRACTION", "1.0"),
+    ];
+    let base = emu.services(&settings).await;
+    let enforce_fn = emu.function_services("EnforceFreshness", &settings).await;
     let f = fleet(&emu, &base, "it-stagger").await;
     let stale = emu
         .run_instances(R1, &f.stale_image, &[(tags::TYPE, f.ty.as_str())], 8)
         .await;
     // halfway through the window, an instance's `running` event recycles it iff its stagger is below 1/2
-    let services = at(&base, f.current_created + Duration::minutes(90));
+    let services = at(&enforce_fn, f.current_created + Duration::minutes(90));
     for id in &stale {
         let mut event: Value =
             serde_json::from_str(include_str!("../events/ec2-running.json")).expect("sample");
@@ -654,17 +657,19 @@ async fn freshness_inside_the_window_follows_the_deterministic_stagger_and_the_s
     }
 
     // a sweep past the window with a 25% cap recycles at most a quarter of the running fleet of the type
-    let cap = emu
-        .services(&[
-            ("GOLDEN_REGIONS", R1),
-            ("GOLDEN_ROLLOUT_MAX_FRACTION", "0.25"),
-        ])
+    let cap_settings = [
+        ("GOLDEN_REGIONS", R1),
+        ("GOLDEN_ROLLOUT_MAX_FRACTION", "0.25"),
+    ];
+    let cap = emu.services(&cap_settings).await;
+    let enforce_fn = emu
+        .function_services("EnforceFreshness", &cap_settings)
         .await;
     let g = fleet(&emu, &cap, "it-cap").await;
     let fleet_ids = emu
         .run_instances(R1, &g.stale_image, &[(tags::TYPE, g.ty.as_str())], 8)
         .await;
-    let services = at(&cap, g.current_created + Duration::hours(5));
+    let services = at(&enforce_fn, g.current_created + Duration::hours(5));
     let report = enforce::handle(&services, Trigger::Schedule)
         .await
         .expect("sweep");
@@ -691,14 +696,17 @@ async fn freshness_action_stop_stops_and_report_only_reports() {
         .await;
     let when = f.current_created + Duration::minutes(10);
 
-    let report_only = emu
-        .services(&[
-            settings[0],
-            settings[1],
-            ("GOLDEN_ENFORCE_ACTION", "report"),
-        ])
+    let report_only_fn = emu
+        .function_services(
+            "EnforceFreshness",
+            &[
+                settings[0],
+                settings[1],
+                ("GOLDEN_ENFORCE_ACTION", "report"),
+            ],
+        )
         .await;
-    let report = enforce::handle(&at(&report_only, when), Trigger::Schedule)
+    let report = enforce::handle(&at(&report_only_fn, when), Trigger::Schedule)
         .await
         .expect("report");
     assert!(
@@ -712,10 +720,13 @@ async fn freshness_action_stop_stops_and_report_only_reports() {
     assert!(report.acted.is_empty());
     assert_eq!(emu.instance_state(R1, &on_revoked).await, "running");
 
-    let stop = emu
-        .services(&[settings[0], settings[1], ("GOLDEN_ENFORCE_ACTION", "stop")])
+    let stop_fn = emu
+        .function_services(
+            "EnforceFreshness",
+            &[settings[0], settings[1], ("GOLDEN_ENFORCE_ACTION", "stop")],
+        )
         .await;
-    let report = enforce::handle(&at(&stop, when), Trigger::Schedule)
+    let report = enforce::handle(&at(&stop_fn, when), Trigger::Schedule)
         .await
         .expect("stop");
     assert!(report.acted.contains(&on_revoked));
@@ -729,12 +740,12 @@ async fn freshness_action_stop_stops_and_report_only_reports() {
 async fn freshness_does_nothing_when_the_manifest_is_unreadable() {
     let _serial = SERIAL.lock().await;
     let emu = Emulator::from_env().await;
-    let base = emu
-        .services(&[
-            ("GOLDEN_REGIONS", R1),
-            ("GOLDEN_ROLLOUT_MAX_FRACTION", "1.0"),
-        ])
-        .await;
+    let settings = [
+        ("GOLDEN_REGIONS", R1),
+        ("GOLDEN_ROLLOUT_MAX_FRACTION", "1.0"),
+    ];
+    let base = emu.services(&settings).await;
+    let enforce_fn = emu.function_services("EnforceFreshness", &settings).await;
     let f = fleet(&emu, &base, "it-failsafe").await;
     let on_revoked = emu
         .run_instance(R1, &f.revoked_image, &[(tags::TYPE, f.ty.as_str())])
@@ -748,7 +759,7 @@ async fn freshness_does_nothing_when_the_manifest_is_unreadable() {
         .send()
         .await
         .expect("put");
-    let result = enforce::handle(&base, Trigger::Schedule).await;
+    let result = enforce::handle(&enforce_fn, Trigger::Schedule).await;
     emu.s3()
         .put_object()
         .bucket(&emu.bucket)

@@ -80,6 +80,8 @@ pub struct CopySpec {
     pub description: String,
     pub client_token: String,
     pub kms_key_id: Option<String>,
+    /// Given to the copy and its snapshots as they are created (CopyImage copies no tags).
+    pub tags: BTreeMap<String, String>,
 }
 
 /// Which instances to list. Empty lists do not filter; `states` empty means every state but `terminated`.
@@ -114,13 +116,15 @@ pub trait Ec2: Send + Sync {
     /// Instances (any state but `terminated`) carrying every one of `tags`.
     async fn find_instances(&self, region: &str, tags: &[(&str, &str)]) -> Result<Vec<Instance>>;
     async fn terminate_instances(&self, region: &str, instance_ids: &[String]) -> Result<()>;
-    /// Creates an image of a (stopped or running) instance, rebooting it for a consistent file system.
+    /// Creates an image of a (stopped or running) instance, rebooting it for a consistent file system;
+    /// the image and its snapshots carry `tags` from the moment they exist.
     async fn create_image(
         &self,
         region: &str,
         instance_id: &str,
         name: &str,
         description: &str,
+        tags: &BTreeMap<String, String>,
     ) -> Result<String>;
     async fn copy_image(&self, region: &str, spec: &CopySpec) -> Result<String>;
     async fn describe_image(&self, region: &str, image_id: &str) -> Result<Option<Image>>;
@@ -131,12 +135,6 @@ pub trait Ec2: Send + Sync {
         name: Option<&str>,
         tags: &[(&str, &str)],
     ) -> Result<Vec<Image>>;
-    async fn create_tags(
-        &self,
-        region: &str,
-        resource_ids: &[String],
-        tags: &BTreeMap<String, String>,
-    ) -> Result<()>;
     async fn deregister_image(&self, region: &str, image_id: &str) -> Result<()>;
     async fn delete_snapshot(&self, region: &str, snapshot_id: &str) -> Result<()>;
 }

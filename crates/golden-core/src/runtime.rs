@@ -25,9 +25,13 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// The handlers' services on the real SDK clients, from one `aws-config` load.
-pub async fn services(config: Config) -> Services {
-    let sdk = aws::load_config().await;
+/// The handlers' services on the real SDK clients, from one `aws-config` load for `stage`.
+pub async fn services(stage: &str, config: Config) -> Services {
+    services_from(aws::load_function_config(stage).await, config)
+}
+
+/// The handlers' services on SDK clients of `sdk`.
+pub fn services_from(sdk: aws_config::SdkConfig, config: Config) -> Services {
     let store = S3Store::new(aws_sdk_s3::Client::new(&sdk), &config.bucket);
     Services::new(
         config,
@@ -52,7 +56,7 @@ where
 {
     init_tracing();
     let config = Config::from_env()?;
-    let services = services(config).await;
+    let services = services(stage, config).await;
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         // Parsed here rather than by the runtime, so a payload that breaks the contract is an
         // `InvalidInput` naming the stage and the field, not the runtime's generic deserialize error.

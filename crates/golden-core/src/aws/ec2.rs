@@ -134,12 +134,6 @@ impl Ec2 for AwsEc2 {
                     .build()
             })
             .collect::<Vec<_>>();
-        let tag_spec = |kind| {
-            TagSpecification::builder()
-                .resource_type(kind)
-                .set_tags(Some(to_tags(&spec.tags)))
-                .build()
-        };
         let out = self
             .clients
             .get(region)
@@ -159,8 +153,8 @@ impl Ec2 for AwsEc2 {
                     .build(),
             )
             .instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate)
-            .tag_specifications(tag_spec(ResourceType::Instance))
-            .tag_specifications(tag_spec(ResourceType::Volume))
+            .tag_specifications(tag_specification(ResourceType::Instance, &spec.tags))
+            .tag_specifications(tag_specification(ResourceType::Volume, &spec.tags))
             .send()
             .await
             .map_err(|e| {
@@ -391,6 +385,7 @@ impl Ec2 for AwsEc2 {
         instance_id: &str,
         name: &str,
         description: &str,
+        tags: &BTreeMap<String, String>,
     ) -> Result<String> {
         let out = self
             .clients
@@ -400,6 +395,8 @@ impl Ec2 for AwsEc2 {
             .name(name)
             .description(description)
             .no_reboot(false)
+            .tag_specifications(tag_specification(ResourceType::Image, tags))
+            .tag_specifications(tag_specification(ResourceType::Snapshot, tags))
             .send()
             .await
             .map_err(|e| {
@@ -425,6 +422,8 @@ impl Ec2 for AwsEc2 {
             .client_token(&spec.client_token)
             .set_encrypted(spec.kms_key_id.as_ref().map(|_| true))
             .set_kms_key_id(spec.kms_key_id.clone())
+            .tag_specifications(tag_specification(ResourceType::Image, &spec.tags))
+            .tag_specifications(tag_specification(ResourceType::Snapshot, &spec.tags))
             .send()
             .await
             .map_err(|e| {
@@ -486,26 +485,6 @@ impl Ec2 for AwsEc2 {
         Ok(found)
     }
 
-    async fn create_tags(
-        &self,
-        region: &str,
-        resource_ids: &[String],
-        tags: &BTreeMap<String, String>,
-    ) -> Result<()> {
-        if resource_ids.is_empty() || tags.is_empty() {
-            return Ok(());
-        }
-        self.clients
-            .get(region)
-            .create_tags()
-            .set_resources(Some(resource_ids.to_vec()))
-            .set_tags(Some(to_tags(tags)))
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("CreateTags", resource_ids.join(","), region, e))?;
-        Ok(())
-    }
-
     async fn deregister_image(&self, region: &str, image_id: &str) -> Result<()> {
         let out = self
             .clients
@@ -533,6 +512,15 @@ impl Ec2 for AwsEc2 {
         )?;
         Ok(())
     }
+}
+
+/// Tags given to a resource of `kind` as the call creates it: the resource never exists untagged, and IAM
+/// can hold the call's `ec2:CreateTags` to `ec2:CreateAction` (infra/template.yaml).
+fn tag_specification(kind: ResourceType, tags: &BTreeMap<String, String>) -> TagSpecification {
+    TagSpecification::builder()
+        .resource_type(kind)
+        .set_tags(Some(to_tags(tags)))
+        .build()
 }
 
 fn describe_tags(tags: &[(&str, &str)]) -> String {

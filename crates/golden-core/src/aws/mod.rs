@@ -12,7 +12,7 @@ mod ssm;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{AppName, BehaviorVersion, Region, SdkConfig};
 use aws_smithy_http_client::tls;
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
 
@@ -29,6 +29,21 @@ pub async fn load_config() -> SdkConfig {
         .load()
         .await
 }
+
+/// [`load_config`] for one Lambda: every request's user agent carries `app/golden-ami-<stage>`, so CloudTrail
+/// tells the functions apart, and so does the emulator's call recorder, which `make test`'s IAM check
+/// evaluates against each function's own policy (scripts/iam_check.py).
+pub async fn load_function_config(stage: &str) -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(https_client());
+    match AppName::new(format!("{APP_NAME_PREFIX}{stage}")) {
+        Ok(name) => loader = loader.app_name(name),
+        Err(e) => tracing::warn!(%stage, error = %e, "stage name is not a valid SDK app name"),
+    }
+    loader.load().await
+}
+
+/// What [`load_function_config`] puts before the stage name in the user agent's `app/` field.
+pub const APP_NAME_PREFIX: &str = "golden-ami-";
 
 /// Hyper with rustls on the `ring` provider. The SDK's default client (rustls on aws-lc) is switched off in
 /// the workspace Cargo.toml: its C build costs a minute of every fresh build and its code a megabyte or

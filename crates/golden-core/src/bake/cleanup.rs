@@ -113,7 +113,7 @@ pub async fn handle(services: &Services, input: TerminateInput) -> Result<Cleanu
     let exec = input.execution_id.as_str();
     let recipe = match &state.recipe {
         Some(r) => Some(r.clone()),
-        None => stored_recipe(services, &image_type).await,
+        None => stored_recipe(services, &image_type).await?,
     };
     let mut regions: BTreeSet<String> = recipe.iter().flat_map(|r| r.all_regions()).collect();
     regions.extend(state.builder.iter().map(|b| b.region.clone()));
@@ -188,9 +188,22 @@ pub async fn handle(services: &Services, input: TerminateInput) -> Result<Cleanu
     Ok(finish(report, input.outcome, state))
 }
 
-async fn stored_recipe(services: &Services, image_type: &str) -> Option<Recipe> {
-    let object = services.store.get(&recipe_key(image_type)).await.ok()??;
-    Recipe::from_json_slice(&object.body, image_type).ok()
+/// The type's stored recipe, for the regions to sweep when the state has none. A recipe that is gone or
+/// broken leaves the regions the state names; a failed read is an error (Step Functions retries it), since
+/// sweeping fewer regions than the bake used could leave a builder or a copy behind.
+async fn stored_recipe(services: &Services, image_type: &str) -> Result<Option<Recipe>> {
+    let key = recipe_key(image_type);
+    let Some(object) = services.store.get(&key).await? else {
+        tracing::warn!(%key, "no recipe: sweeping only the regions the state names");
+        return Ok(None);
+    };
+    match Recipe::from_json_slice(&object.body, image_type) {
+        Ok(recipe) => Ok(Some(recipe)),
+        Err(e) => {
+            tracing::warn!(%key, error = %e, "broken recipe: sweeping only the regions the state names");
+            Ok(None)
+        }
+    }
 }
 
 /// Deregisters the images an execution made (found by its tag, its image name and `known` ids) unless

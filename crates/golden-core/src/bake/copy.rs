@@ -36,6 +36,17 @@ pub async fn handle(services: &Services, item: CopyItem) -> Result<ImageRef> {
     let image_id = match usable(services.ec2.find_images(region, Some(&name), &[]).await?) {
         Some(image) => image.image_id,
         None => {
+            // CopyImage copies no tags: the copy and its snapshots get the source's as they are created.
+            let source = services
+                .ec2
+                .describe_image(&item.source.region, &item.source.image_id)
+                .await?
+                .ok_or_else(|| Error::ImageFailed {
+                    image_id: item.source.image_id.clone(),
+                    region: item.source.region.clone(),
+                    state: "missing".into(),
+                    reason: "the source of the copy no longer exists".into(),
+                })?;
             let spec = crate::ports::CopySpec {
                 source_region: item.source.region.clone(),
                 source_image_id: item.source.image_id.clone(),
@@ -46,26 +57,11 @@ pub async fn handle(services: &Services, item: CopyItem) -> Result<ImageRef> {
                 ),
                 client_token: client_token(&item.execution_id, &format!("copy {region}")),
                 kms_key_id: item.recipe.kms_key_id.clone(),
+                tags: copyable_tags(source.tags),
             };
             services.ec2.copy_image(region, &spec).await?
         }
     };
-    // CopyImage does not copy tags (on AWS as on the emulator): give the copy its source's tags.
-    let source = services
-        .ec2
-        .describe_image(&item.source.region, &item.source.image_id)
-        .await?
-        .ok_or_else(|| Error::ImageFailed {
-            image_id: item.source.image_id.clone(),
-            region: item.source.region.clone(),
-            state: "missing".into(),
-            reason: "the source of the copy no longer exists".into(),
-        })?;
-    let tags = copyable_tags(source.tags);
-    services
-        .ec2
-        .create_tags(region, std::slice::from_ref(&image_id), &tags)
-        .await?;
     tracing::info!(r#type = %item.image_type, version = %item.version, image_id = %image_id, %region, "copy requested");
     Ok(ImageRef {
         image_id,

@@ -2,7 +2,7 @@
 
 use super::{image_name, image_tags, BakeState, ImageRef, Poll, Services};
 use crate::error::{Error, Result};
-use crate::ports::{copyable_tags, Image};
+use crate::ports::Image;
 
 /// How long an image (or a copy) may take to become available.
 pub(crate) const IMAGE_MINUTES: u32 = 120;
@@ -26,9 +26,17 @@ pub async fn create(services: &Services, bake: BakeState) -> Result<ImageRef> {
                 "golden-ami {} {} from {}",
                 bake.image_type, bake.version, bake.source_ami
             );
+            // Tagged as it is created, so a failure from here on can find and discard the image and its
+            // snapshots by their execution tag.
             match services
                 .ec2
-                .create_image(region, &bake.builder.instance_id, &name, &description)
+                .create_image(
+                    region,
+                    &bake.builder.instance_id,
+                    &name,
+                    &description,
+                    &tags,
+                )
                 .await
             {
                 Ok(id) => id,
@@ -42,12 +50,6 @@ pub async fn create(services: &Services, bake: BakeState) -> Result<ImageRef> {
             }
         }
     };
-    // Tag at once so a failure from here on can find and discard the image by its execution tag.
-    let mut resources = vec![image_id.clone()];
-    if let Some(image) = services.ec2.describe_image(region, &image_id).await? {
-        resources.extend(image.snapshot_ids);
-    }
-    services.ec2.create_tags(region, &resources, &tags).await?;
     tracing::info!(r#type = %bake.image_type, version = %bake.version, image_id = %image_id, %region, "image requested");
     Ok(ImageRef {
         image_id,
@@ -92,15 +94,7 @@ pub async fn status(services: &Services, mut image: ImageRef) -> Result<ImageRef
     };
     image.state = found.state.clone();
     match found.state.as_str() {
-        "available" => {
-            // Snapshots may only be listed once the image is complete: tag them like their image now.
-            let tags = copyable_tags(found.tags);
-            services
-                .ec2
-                .create_tags(&image.region, &found.snapshot_ids, &tags)
-                .await?;
-            image.available = true;
-        }
+        "available" => image.available = true,
         "pending" => image.poll.tick(&what, services.now())?,
         other => {
             return Err(Error::ImageFailed {
