@@ -23,19 +23,34 @@ CLIPPY_DRIVER := $(or $(wildcard $(shell rustc --print sysroot 2>/dev/null)/bin/
 # The features every debug build uses, so the functions share the tests' SDK build (golden-core's `test-deps`).
 FEATURES := --features golden-core/test-deps
 
-.PHONY: help demo test tools
+.PHONY: help demo test tools package
 
 help:
 	@echo "make demo   bake bld-linux64 on the local emulator and show the manifest, AMIs and builder"
 	@echo "make test   formatting, clippy in the build, then every test under the emulator, with the ASL and"
 	@echo "            SAM validators beside them"
-	@echo "make tools  only create/refresh .venv/ (moto, cargo-lambda, boto3, aws-sam-cli)"
+	@echo "make tools  only create/refresh .venv/ (moto, cargo-lambda, boto3, aws-sam-cli) and .venv-lint/"
+	@echo "make package  every function for Lambda (arm64, release) as target/lambda/<name>/bootstrap.zip,"
+	@echo "            in one cargo run; prints each zip's size (not part of make test: ~15 min fresh)"
 
 tools:
 	scripts/emulator tools
 
 demo:
 	scripts/emulator run -- $(VENV)/python scripts/demo.py
+
+# One cargo run builds all twelve functions, so the SDK is compiled once for all of them (`sam build` runs one
+# cargo per function). cargo-lambda cross-compiles with the zig of .venv/ (its PyPI package brings it).
+ARM64 := aarch64-unknown-linux-gnu
+package: tools
+	@rustup target list --installed 2>/dev/null | grep -qx $(ARM64) || { \
+	  echo "==> rustup target add $(ARM64) (Lambda's arm64 standard library)"; rustup target add $(ARM64); }
+	$(call step,cargo lambda build --release --arm64 --workspace --bins --output-format zip)
+	@started=$$(date +%s); \
+	PATH="$(CURDIR)/.venv/bin:$$PATH" cargo lambda build --release --arm64 --workspace --bins --output-format zip \
+	  --lambda-dir target/lambda; \
+	echo "built in $$(( $$(date +%s) - started )) s"
+	@python3 scripts/package-sizes target/lambda/*/bootstrap.zip
 
 # Every cargo command of `make test` (the emulator's and `cargo lambda watch`'s too) runs with these, so all
 # of them share one set of compiled workspace crates.
@@ -65,7 +80,8 @@ test: node_modules/.package-lock.json
 # the emulator's start-up), and beside them the EventBridge rules test (its own event bus and queues) and the
 # validators (which need no emulator), since the integration tests mostly wait on the state machine's Wait
 # states. Their output follows the tests'.
-.PHONY: check-asl check-sam-lint check-sam check-cfn-lint check-checkov check-release-deps check-iam test-under-emulator
+.PHONY: check-asl check-sam-lint check-sam check-cfn-lint check-checkov check-samconfig check-release-deps check-iam \
+  test-under-emulator
 # The test-time node packages (package-lock.json): the ASL validators and the IAM simulator.
 node_modules/.package-lock.json: package.json package-lock.json
 	$(call step,npm ci (ASL validators, IAM simulator))
@@ -76,24 +92,44 @@ check-asl:
 	scripts/validate-asl
 check-sam-lint:
 	$(call step,sam validate --lint)
-	$(DUMMY_AWS) $(VENV)/sam validate --lint -t infra/template.yaml
+	$(DUMMY_AWS) $(VENV)/sam validate --language-extensions --lint -t infra/template.yaml
 check-sam:
-	$(call step,sam validate --region us-east-1)
-	$(DUMMY_AWS) $(VENV)/sam validate --region us-east-1 -t infra/template.yaml
-# cfn-lint with its informational checks too; every check skipped is in .cfnlintrc with its reason.
+	$(call step,sam validate --language-extensions --region us-east-1)
+	$(DUMMY_AWS) $(VENV)/sam validate --language-extensions --region us-east-1 -t infra/template.yaml
+# cfn-lint with its informational checks too; no check is skipped.
 check-cfn-lint:
 	$(call step,cfn-lint --include-checks I)
 	$(VENV)/cfn-lint --include-checks I -- infra/template.yaml
 	@echo "ok: cfn-lint found nothing"
-# checkov; every check skipped is in infra/checkov.yaml with its reason.
+# checkov, on the template with its Fn::ForEach loops expanded (checkov would skip what they make) and on it
+# SAM-translated too (the roles, rules and permissions SAM generates); every check skipped is in
+# infra/checkov.yaml with its reason.
 check-checkov:
 	$(call step,checkov (skips: infra/checkov.yaml))
-	LOG_LEVEL=ERROR $(LINT_VENV)/checkov --config-file infra/checkov.yaml --quiet --compact
+	@mkdir -p target
+	$(VENV)/python scripts/iam_check.py --expanded >target/template.expanded.json
+	$(VENV)/python scripts/iam_check.py --translated >target/template.translated.json
+	LOG_LEVEL=ERROR $(LINT_VENV)/checkov --config-file infra/checkov.yaml -f target/template.expanded.json \
+	  -f target/template.translated.json --quiet --compact
+# infra/samconfig.toml: deploys without a prompt, parameters the template has, a staging env that acts on nothing.
+check-samconfig:
+	$(call step,scripts/check-samconfig)
+	$(VENV)/python scripts/check-samconfig
 # Every AWS call the functions made in this emulator run against their own policies (scripts/iam_check.py):
 # after the tests, which make the calls.
+# Then it proves it is not vacuous: without a grant the tests need (terminate-builder reading recipes, prune
+# deleting images), the same check must fail.
+IAM_MUST_FAIL_WITHOUT := terminate-builder:ReadManifestAndRecipes prune:DeleteOurImagesOnly
 check-iam:
 	$(call step,IAM check: recorded calls vs each function's policies)
 	$(VENV)/python scripts/iam_check.py
+	@for spec in $(IAM_MUST_FAIL_WITHOUT); do \
+	  if $(VENV)/python scripts/iam_check.py --without $$spec >target/iam-without.log 2>&1; then \
+	    echo "IAM check: still passes without $$spec, so it checks nothing there" >&2; exit 1; \
+	  fi; \
+	  grep -q "IAM check FAILED" target/iam-without.log || { cat target/iam-without.log >&2; exit 1; }; \
+	  echo "ok: without $$spec the IAM check fails ($$(grep -c 'is ImplicitlyDenied' target/iam-without.log) denied requests)"; \
+	done
 # golden-core's test-deps feature must never reach a release build (crates/golden-core/Cargo.toml): the
 # workspace's features without dev-dependencies, which sam build resolves, hold no test-only crate.
 check-release-deps:
@@ -106,7 +142,7 @@ check-release-deps:
 test-under-emulator:
 	@mkdir -p target
 	$(MAKE) --no-print-directory -j4 --output-sync=target check-asl check-sam-lint check-sam check-cfn-lint \
-	  check-checkov check-release-deps \
+	  check-checkov check-samconfig check-release-deps \
 	  >target/validators.log 2>&1 & checks_pid=$$!; \
 	$(VENV)/python scripts/test_event_rules.py >target/event-rules.log 2>&1 & rules_pid=$$!; \
 	if cargo test --workspace --exclude golden-core $(FEATURES) 2>&1 | tee target/test.log; then tests=0; else tests=1; fi; \

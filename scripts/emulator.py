@@ -599,6 +599,9 @@ class Emulator:
             "AWS_REGION": REGION,
             "GOLDEN_BUCKET": BUCKET,
             "GOLDEN_REGIONS": ",".join(REGIONS),
+            "GOLDEN_STACK_NAME": "golden-ami-local",  # publish's metric line lands in watch.log
+            # The tests poll every second; a deployed stack refuses less than 15 (the default).
+            "GOLDEN_MIN_POLL_SECONDS": "1",
             "RUST_LOG": "info",
         }
 
@@ -764,6 +767,7 @@ class Emulator:
             GOLDEN_BUCKET=BUCKET,
             GOLDEN_STATE_MACHINE_ARN=self.state_machine_arn,
             GOLDEN_REGIONS=",".join(REGIONS),
+            GOLDEN_MIN_POLL_SECONDS="1",
             GOLDEN_LAMBDA_ENDPOINT=f"http://127.0.0.1:{self.router.port}",
             GOLDEN_SEED_SUBNET_ID=self.seed["subnet"],
             GOLDEN_SEED_SECURITY_GROUP_ID=self.seed["security_group"],

@@ -23,6 +23,11 @@ moto enforces no IAM, so the emulator proves the flow but not the permissions. T
 
 Usage: scripts/iam_check.py [CALLS.jsonl]   (default: $GOLDEN_EMULATOR_DIR/calls.jsonl)
        scripts/iam_check.py --policies      print each function's resolved policies and exit
+       scripts/iam_check.py --expanded      print the template with Fn::ForEach expanded (JSON) and exit
+       scripts/iam_check.py --translated    print it SAM-translated too, as CloudFormation gets it, and exit
+       scripts/iam_check.py --without FUNCTION:SID [...] [CALLS.jsonl]
+                                            the check without that statement of the function's policy: how
+                                            `make check-iam` proves the check fails when a needed grant goes
 """
 
 from __future__ import annotations
@@ -72,16 +77,57 @@ class CheckError(Exception):
 # 1. the policies
 
 
+def expand() -> dict:
+    """infra/template.yaml with its Fn::ForEach loops (AWS::LanguageExtensions) in Resources expanded as
+    CloudFormation expands them: each copy's `${Id}` and `&{Id}` (alphanumerics only) replaced by the item,
+    nothing else resolved. Still a SAM template. (SAM CLI's own expander also resolves the intrinsics it can
+    and leaves `${Resource.Attr}` as plain text, which would turn a policy's resource into a wildcard.)"""
+    from samcli.yamlhelper import yaml_parse
+
+    template = yaml_parse(TEMPLATE.read_text())
+    resolver = Resolver(template)
+    resources: dict = {}
+    for key, value in template["Resources"].items():
+        if not key.startswith("Fn::ForEach::"):
+            resources[key] = value
+            continue
+        identifier, collection, body = value
+        items = resolver.resolve(collection)
+        if not isinstance(items, list):
+            raise CheckError(f"{key}: its collection is not a list: {collection}")
+        for item in items:
+            for name, resource in _substitute(body, identifier, str(item)).items():
+                if name in resources:
+                    raise CheckError(f"{key}: {name} is made twice (two items with the same alphanumerics?)")
+                resources[name] = resource
+    transforms = template.get("Transform")
+    if isinstance(transforms, list):
+        rest = [t for t in transforms if t != "AWS::LanguageExtensions"]
+        template["Transform"] = rest[0] if len(rest) == 1 else rest
+    template["Resources"] = resources
+    return template
+
+
+def _substitute(value, identifier: str, item: str):
+    if isinstance(value, str):
+        alnum = "".join(c for c in item if c.isalnum())
+        return value.replace("${" + identifier + "}", item).replace("&{" + identifier + "}", alnum)
+    if isinstance(value, list):
+        return [_substitute(v, identifier, item) for v in value]
+    if isinstance(value, dict):
+        return {_substitute(k, identifier, item): _substitute(v, identifier, item) for k, v in value.items()}
+    return value
+
+
 def translate() -> dict:
     """infra/template.yaml through the SAM translator, as CloudFormation gets it."""
-    from samcli.yamlhelper import yaml_parse
     from samtranslator.translator.transform import transform
 
     class NoManagedPolicyNames:  # the template names managed policies by ARN only
         def load(self) -> dict:
             return {}
 
-    template = yaml_parse(TEMPLATE.read_text())
+    template = expand()
     # As `sam validate` does: local code locations become S3 ones (the translator accepts no other).
     for resource in template["Resources"].values():
         props = resource.get("Properties", {})
@@ -372,13 +418,18 @@ def ec2_auths(call: dict) -> list[Auth]:
             auths += [Auth("iam:PassRole", role, {"iam:PassedToService": "ec2.amazonaws.com"}) for role in roles]
         return auths
     if op in ("CreateImage", "CopyImage"):
+        # Authorized on what it reads (the instance; the source image, in its own region, since 2024-10)
+        # with that resource's tags, and on what it makes (the image, its snapshots) with the request's tags.
         specs = tag_specifications(params)
-        auths = [on(params["InstanceId"])] if op == "CreateImage" else []
+        if op == "CreateImage":
+            auths = [on(params["InstanceId"])]
+        else:
+            source = params["SourceImageId"]
+            auths = [Auth("ec2:CopyImage", ec2_arn(params["SourceRegion"], source), tag_context(tags.get(source, {})))]
         auths += [Auth(f"ec2:{op}", ec2_arn(region, i), request_tag_context(specs.get("image", {})))
                   for i in sorted(created) if i.startswith("ami-")]
-        if op == "CreateImage":
-            auths += [Auth(f"ec2:{op}", ec2_arn(region, s), request_tag_context(specs.get("snapshot", {})))
-                      for s in sorted(created) if s.startswith("snap-")]
+        auths += [Auth(f"ec2:{op}", ec2_arn(region, s), request_tag_context(specs.get("snapshot", {})))
+                  for s in sorted(created) if s.startswith("snap-")]
         return auths + tag_on_create("image", "ami") + tag_on_create("snapshot", "snap")
     raise CheckError(f"no IAM model for ec2:{op}: add one to scripts/iam_check.py (ec2_auths)")
 
@@ -532,8 +583,25 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
-def run(calls_path: Path) -> int:
+def without(fns: dict[str, Function], spec: str) -> None:
+    """Drops the statement `Sid` from `function`'s policies (spec `function:Sid`): the check must then fail."""
+    name, _, sid = spec.partition(":")
+    if name not in fns:
+        raise CheckError(f"--without {spec}: no function {name!r}")
+    dropped = 0
+    for policy in fns[name].policies:
+        statements = policy["policy"]["Statement"]
+        kept = [st for st in statements if st.get("Sid") != sid]
+        dropped += len(statements) - len(kept)
+        policy["policy"]["Statement"] = kept
+    if not dropped:
+        raise CheckError(f"--without {spec}: {name} has no statement {sid!r}")
+
+
+def run(calls_path: Path, drop: list[str] | None = None) -> int:
     fns = functions()
+    for spec in drop or []:
+        without(fns, spec)
     by_stage = stages()
     missing = sorted(set(by_stage.values()) - set(fns))
     if missing:
@@ -542,8 +610,8 @@ def run(calls_path: Path) -> int:
 
     requests: dict[str, dict] = {}  # simulation id -> request
     uses: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))  # (fn, action) -> id -> n
-    calls_per: dict[tuple[str, str], int] = defaultdict(int)
-    for call in calls:
+    calls_per: dict[tuple[str, str], set[int]] = defaultdict(set)  # (fn, action) -> the calls that needed it
+    for n, call in enumerate(calls):
         binary = by_stage.get(call["stage"])
         if binary is None:
             raise CheckError(f"a call from stage {call['stage']!r}, which no functions/*/src/main.rs serves")
@@ -553,7 +621,7 @@ def run(calls_path: Path) -> int:
             requests.setdefault(rid, {"id": rid, "principal": fn.role, "action": auth.action, "resource": auth.resource,
                                       "context": auth.context, "policies": fn.policies})
             uses[(binary, auth.action)][rid] += 1
-        calls_per[(binary, call["service"] + ":" + call["operation"])] += 1
+            calls_per[(binary, auth.action)].add(n)
     case_list = cases(fns)
     for i, case in enumerate(case_list):
         fn = fns[case["function"]]
@@ -569,7 +637,8 @@ def run(calls_path: Path) -> int:
         total = sum(ids.values())
         statements = sorted({s for rid in ids for s in results[rid].get("statements", [])
                              if results[rid]["result"] == "Allowed"})
-        rows.append([binary, action, total, f"{allowed}/{total}", ", ".join(statements)])
+        rows.append([binary, action, len(calls_per[(binary, action)]), total, f"{allowed}/{total}",
+                     ", ".join(statements)])
         if allowed:
             exercised[binary].add(action)
         for rid, n in ids.items():
@@ -582,7 +651,7 @@ def run(calls_path: Path) -> int:
           f"{sum(sum(i.values()) for i in uses.values())} authorization requests "
           f"({len(uses)} function/action pairs), each evaluated against the function's policies "
           "(infra/template.yaml, SAM-translated)\n")
-    print(table(rows, ["function", "action", "requests", "allowed", "allowed by (Sid)"]))
+    print(table(rows, ["function", "action", "calls", "requests", "allowed", "allowed by (Sid)"]))
 
     # least privilege: granted, not exercised
     listed = tomllib.loads(UNEXERCISED.read_text())
@@ -639,18 +708,28 @@ def run(calls_path: Path) -> int:
 
 def main(argv: list[str]) -> int:
     try:
+        if argv[:1] == ["--expanded"]:  # for checkov, which does not know Fn::ForEach
+            print(json.dumps(expand(), indent=1, default=str))
+            return 0
+        if argv[:1] == ["--translated"]:  # for checkov: the roles, rules and permissions SAM generates
+            print(json.dumps(translate(), indent=1, default=str))
+            return 0
         if argv[:1] == ["--policies"]:
             for binary, fn in sorted(functions().items()):
                 print(f"# {binary} ({fn.logical}, {fn.role})")
                 print(json.dumps(fn.policies, indent=2))
             return 0
+        drop = []
+        while len(argv) >= 2 and argv[0] == "--without":
+            drop.append(argv[1])
+            argv = argv[2:]
         if argv:
             path = Path(argv[0])
         elif os.environ.get("GOLDEN_EMULATOR_DIR"):
             path = Path(os.environ["GOLDEN_EMULATOR_DIR"]) / "calls.jsonl"
         else:
             raise CheckError("no call log: pass CALLS.jsonl or run inside `scripts/emulator run`")
-        return run(path)
+        return run(path, drop)
     except CheckError as err:
         print(f"iam_check: {err}", file=sys.stderr)
         return 2

@@ -15,9 +15,18 @@ pub struct Config {
     pub regions: Vec<String>,
     /// `GOLDEN_STATE_MACHINE_ARN`: the bake state machine, for the CLI and the reaper.
     pub state_machine_arn: Option<String>,
+    /// `GOLDEN_STACK_NAME`: the stack the functions belong to, a dimension of their metrics; unset (the CLI,
+    /// tests) means no metrics are written.
+    pub stack_name: Option<String>,
+    /// `GOLDEN_MIN_POLL_SECONDS` (15): the smallest `pollSeconds` a bake may ask for. A 2-hour bake polled
+    /// every second would overrun Step Functions' 25,000-event execution history; the emulator sets 1.
+    pub min_poll_seconds: u32,
     /// The lifecycle functions' knobs (prune, reap-builders, enforce-freshness).
     pub lifecycle: Lifecycle,
 }
+
+/// The default of [`Config::min_poll_seconds`].
+pub const MIN_POLL_SECONDS: u32 = 15;
 
 /// What the lifecycle functions may do, and how fast. Every knob has a safe default.
 #[derive(Debug, Clone, PartialEq)]
@@ -168,6 +177,16 @@ impl Config {
             type_tag: type_tag.unwrap_or_else(|| tags::DEFAULT_TYPE_TAG.to_owned()),
             regions,
             state_machine_arn,
+            stack_name: get("GOLDEN_STACK_NAME")
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty()),
+            min_poll_seconds: parse_setting(
+                &get,
+                "GOLDEN_MIN_POLL_SECONDS",
+                MIN_POLL_SECONDS,
+                |v| (1..=3600).contains(v),
+                "seconds, 1 to 3600",
+            )?,
             lifecycle: Lifecycle::from_lookup(&get)?,
         })
     }

@@ -8,6 +8,7 @@ pub mod error;
 pub mod freshness;
 pub mod lifecycle;
 pub mod manifest;
+pub mod metrics;
 pub mod ports;
 pub mod publishing;
 pub mod reaping;

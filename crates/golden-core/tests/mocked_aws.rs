@@ -681,3 +681,28 @@ async fn a_missing_bucket_is_an_error_not_an_empty_manifest() {
         "nothing is written to a bucket that is not there"
     );
 }
+
+#[tokio::test]
+async fn a_deployed_stack_refuses_to_poll_faster_than_every_15_seconds_and_calls_nothing() {
+    // No mock rules: any AWS call would fail the launch with another error than the floor's.
+    let services = services(ec2(&[]), ssm(&[]), s3(&[]));
+    let launch = |poll: u32| -> golden_core::bake::launch::LaunchInput {
+        serde_json::from_value(json!({
+            "input": { "type": "bld-linux64", "pollSeconds": poll },
+            "executionId": EXEC,
+        }))
+        .expect("input")
+    };
+    for poll in [1, 14] {
+        let err = golden_core::bake::launch::handle(&services, launch(poll))
+            .await
+            .expect_err("below the floor");
+        assert_eq!(err.error_type(), "InvalidInput", "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!("pollSeconds {poll} is out of range 15..=3600")),
+            "{msg}"
+        );
+        assert!(msg.contains("GOLDEN_MIN_POLL_SECONDS"), "{msg}");
+    }
+}

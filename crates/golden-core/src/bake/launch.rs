@@ -106,9 +106,11 @@ pub async fn handle(services: &Services, input: LaunchInput) -> Result<BakeState
     }
     super::require(&input.execution_id, "executionId")?;
     let poll_seconds = request.poll_seconds.unwrap_or(DEFAULT_POLL_SECONDS);
-    if !(1..=3600).contains(&poll_seconds) {
+    let floor = services.config.min_poll_seconds;
+    if !(floor..=3600).contains(&poll_seconds) {
         return Err(Error::InvalidInput(format!(
-            "pollSeconds {poll_seconds} is out of range 1..=3600"
+            "pollSeconds {poll_seconds} is out of range {floor}..=3600 (the floor is GOLDEN_MIN_POLL_SECONDS: \
+             polling a 2-hour bake more often would overrun Step Functions' 25,000-event execution history)"
         )));
     }
     let recipe = load_recipe(services, request).await?;

@@ -64,6 +64,16 @@ pub async fn handle(services: &Services, bake: BakeState) -> Result<Published> {
         ?parameters,
         "published"
     );
+    if let Some(stack) = &services.config.stack_name {
+        // An EMF line on stdout, as is: the `Published` metric the stack's per-type alarms watch.
+        let metric = crate::metrics::published(
+            stack,
+            &bake.image_type,
+            bake.version.as_ref(),
+            services.now(),
+        );
+        println!("{metric}");
+    }
     Ok(Published {
         version: bake.version,
         generation: updated.manifest.generation,

@@ -1,0 +1,59 @@
+//! CloudWatch metrics as Embedded Metric Format log lines: CloudWatch Logs turns a JSON line of this shape
+//! into a metric, with no API call and no IAM grant. The stack's "no successful bake in N days" alarms
+//! (infra/template.yaml, one per type) watch `Published`.
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+/// The namespace of every golden-ami metric.
+pub const NAMESPACE: &str = "golden-ami";
+
+/// One `Published` = 1 for `image_type` in the stack `stack`, at `at`: the EMF document to print as one line.
+pub fn published(stack: &str, image_type: &str, version: &str, at: DateTime<Utc>) -> Value {
+    json!({
+        "_aws": {
+            "Timestamp": at.timestamp_millis(),
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [["Stack", "Type"]],
+                "Metrics": [{"Name": "Published", "Unit": "Count"}],
+            }],
+        },
+        "Stack": stack,
+        "Type": image_type,
+        "Published": 1,
+        // Not a dimension: kept in the log event for who reads it.
+        "Version": version,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn published_is_an_emf_document_with_the_stack_and_type_dimensions() {
+        let at = Utc
+            .with_ymd_and_hms(2026, 11, 26, 1, 10, 0)
+            .single()
+            .expect("time");
+        let doc = published("golden-ami", "bld-linux64", "20261126T011000Z", at);
+        // Written out independently of the code: the shape CloudWatch documents for EMF.
+        let expected = serde_json::json!({
+            "_aws": {
+                "Timestamp": 1_795_655_400_000_i64,
+                "CloudWatchMetrics": [{
+                    "Namespace": "golden-ami",
+                    "Dimensions": [["Stack", "Type"]],
+                    "Metrics": [{"Name": "Published", "Unit": "Count"}]
+                }]
+            },
+            "Stack": "golden-ami",
+            "Type": "bld-linux64",
+            "Published": 1,
+            "Version": "20261126T011000Z"
+        });
+        assert_eq!(doc, expected);
+    }
+}
