@@ -141,9 +141,13 @@ def translate() -> dict:
 class Resolver:
     """CloudFormation's intrinsic functions over the template, for the emulator's names."""
 
-    def __init__(self, template: dict):
+    def __init__(self, template: dict, parameters: dict | None = None):
         self.template = template
         self.params = {name: p.get("Default") for name, p in template.get("Parameters", {}).items()}
+        for name, value in (parameters or {}).items():
+            if name not in self.params:
+                raise CheckError(f"parameter {name} is not a parameter of the template")
+            self.params[name] = value
         self.conditions = template.get("Conditions", {})
 
     def ref(self, name: str):
@@ -253,10 +257,10 @@ class Function:
     lambda_function: bool = True  # False: another role of the template, checked by the cases only
 
 
-def functions() -> dict[str, Function]:
+def functions(parameters: dict | None = None) -> dict[str, Function]:
     """Every Lambda of the template by its binary name, with its role's policies resolved."""
     template = translate()
-    resolver = Resolver(template)
+    resolver = Resolver(template, parameters)
     out: dict[str, Function] = {}
     for logical, resource in template["Resources"].items():
         if resource["Type"] != "AWS::Lambda::Function":
@@ -363,7 +367,13 @@ def tag_list(params: dict, prefix: str) -> dict[str, str]:
 def ec2_auths(call: dict) -> list[Auth]:
     op, region, params = call["operation"], call["region"], call["params"]
     tags = call.get("tags", {})
-    created = call.get("created", {})
+    created = dict(call.get("created", {}))
+    # A call that failed (moto refused it) made nothing, but AWS authorizes before it creates: what it would
+    # have made is requested under a stand-in id.
+    if op == "RunInstances" and not any(r.startswith("i-") for r in created):
+        created.update({"i-0000000000000000": {}, "vol-0000000000000000": {}})
+    if op in ("CreateImage", "CopyImage") and not any(r.startswith("ami-") for r in created):
+        created.update({"ami-0000000000000000": {}, "snap-0000000000000000": {}})
 
     def on(resource_id: str, extra: dict | None = None) -> Auth:
         return Auth(f"ec2:{op}", ec2_arn(region, resource_id),
@@ -623,8 +633,14 @@ def run(calls_path: Path, drop: list[str] | None = None) -> int:
             uses[(binary, auth.action)][rid] += 1
             calls_per[(binary, auth.action)].add(n)
     case_list = cases(fns)
+    deployed: dict[str, dict[str, Function]] = {}
     for i, case in enumerate(case_list):
-        fn = fns[case["function"]]
+        # A case may deploy the template with other parameter values (e.g. BuilderPublicIp=true).
+        params = case.get("parameters") or {}
+        key = json.dumps(params, sort_keys=True)
+        if key not in deployed:
+            deployed[key] = functions(params) if params else fns
+        fn = deployed[key][case["function"]]
         requests[f"case {i}"] = {"id": f"case {i}", "principal": fn.role, "action": case["action"],
                                  "resource": case["resource"], "context": case["context"], "policies": fn.policies}
     results = simulate(list(requests.values()))
@@ -682,7 +698,8 @@ def run(calls_path: Path, drop: list[str] | None = None) -> int:
         r = results[f"case {i}"]
         got = "allowed" if r["result"] == "Allowed" else ("error" if r["result"] == "Error" else "denied")
         ok = got == case["expect"]
-        context = ", ".join(f"{k}={v}" for k, v in case["context"].items()) or "-"
+        context = ", ".join(f"{k}={v}" for k, v in {**case["context"], **{
+            f"(parameter {k})": v for k, v in (case.get("parameters") or {}).items()}}.items()) or "-"
         case_rows.append([case["function"], case["action"], case["resource"].split(":", 5)[-1], context,
                           case["expect"], "ok" if ok else f"FAIL ({got})"])
         if not ok:
