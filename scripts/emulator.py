@@ -9,7 +9,7 @@ What it does, in order (facts and quirks of the tools: shared/EMULATOR.md):
        - moto_server, with MOTO_PORT = the router's port, so that Step Functions' Lambda tasks (which moto
          sends to http://localhost:$MOTO_PORT) reach the router and so the real Rust functions;
        - `cargo lambda watch`, serving every binary under functions/ with the functions' environment;
-  3. warms every function up (one invoke each, through the router);
+  3. warms every function up (one dry-run invoke each, through the router);
   4. seeds moto: network, instance profile, base AMI + SSM parameter, bucket, recipes, state machine `bake`;
   5. runs CMD with the environment described in README.md, then tears everything down by PID.
 
@@ -644,7 +644,9 @@ class Emulator:
             def invoke() -> None:
                 try:
                     conn = http.client.HTTPConnection("127.0.0.1", self.router.port, timeout=WARMUP_TIMEOUT)
-                    conn.request("POST", f"/2015-03-31/functions/{name}/invocations", body=b"{}",
+                    # A dry run: the lifecycle functions plan and change nothing; the bake stages refuse it
+                    # as InvalidInput without calling AWS.
+                    conn.request("POST", f"/2015-03-31/functions/{name}/invocations", body=b'{"dryRun": true}',
                                  headers={"X-Emulator-Invoke-Timeout": str(WARMUP_TIMEOUT)})
                     resp = conn.getresponse()
                     result.update(status=resp.status, error=resp.getheader("X-Amz-Function-Error"),
@@ -673,7 +675,7 @@ class Emulator:
             outcome = "error " + json.loads(result["body"]).get("errorType", "?") if result["error"] else "ok"
             if outcome == "error Sandbox.Timedout":
                 raise SetupError(f"function {name} did not answer within {WARMUP_TIMEOUT} s:\n{tail(log)}")
-            say(f"  {name}: up in {time.monotonic() - t0:.1f} s ({outcome} for an empty payload)")
+            say(f"  {name}: up in {time.monotonic() - t0:.1f} s ({outcome} for a dry run)")
         say(f"  all functions up in {time.monotonic() - started:.1f} s")
 
     # -- 4. seed

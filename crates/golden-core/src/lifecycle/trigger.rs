@@ -1,5 +1,5 @@
 //! What woke a lifecycle function: an EventBridge event (schedule, EC2 state change, Step Functions status
-//! change) or a person invoking it by hand (`{"dryRun": true}`).
+//! change) or a person invoking it by hand (`{}` or `{"dryRun": true}` plans; `{"dryRun": false}` acts).
 
 use aws_lambda_events::event::cloudwatch_events::CloudWatchEvent;
 use serde::Deserialize;
@@ -25,7 +25,8 @@ pub enum Trigger {
         execution_arn: String,
         status: String,
     },
-    /// Invoked by hand: sweep everything, deleting or stopping nothing if `dry_run`.
+    /// Invoked by hand: sweep everything, deleting or stopping nothing if `dry_run` (the default: only an
+    /// explicit `{"dryRun": false}` acts).
     Manual { dry_run: bool },
 }
 
@@ -43,21 +44,32 @@ struct ExecutionDetail {
     status: String,
 }
 
+/// A payload without `detail-type`: a person's request. Only an explicit `"dryRun": false` acts; `{}` (a
+/// console test event) plans and reports.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct ManualRequest {
-    #[serde(default)]
+    #[serde(default = "dry_by_default")]
     dry_run: bool,
+}
+
+fn dry_by_default() -> bool {
+    true
 }
 
 impl TryFrom<serde_json::Value> for Trigger {
     type Error = Error;
 
     fn try_from(payload: serde_json::Value) -> Result<Self> {
+        if !payload.is_object() {
+            return Err(Error::InvalidInput(format!(
+                "expected a JSON object (an EventBridge event, or a manual request {{\"dryRun\": bool}}), not {payload}"
+            )));
+        }
         if payload.get("detail-type").is_none() {
             let manual: ManualRequest = serde_json::from_value(payload).map_err(|e| {
                 Error::InvalidInput(format!(
-                    "neither an EventBridge event (no detail-type) nor a manual request {{\"dryRun\": bool}}: {e}"
+                    "neither an EventBridge event (no detail-type) nor a manual request {{\"dryRun\": bool}} (a dry run unless \"dryRun\": false): {e}"
                 ))
             })?;
             return Ok(Trigger::Manual {
@@ -139,10 +151,30 @@ mod tests {
             Trigger::try_from(json!({"dryRun": true})).unwrap(),
             Trigger::Manual { dry_run: true }
         );
+    }
+
+    #[test]
+    fn a_manual_run_acts_only_on_an_explicit_dry_run_false() {
+        // A console test event ({}) plans and reports; acting must be asked for.
         assert_eq!(
             Trigger::try_from(json!({})).unwrap(),
+            Trigger::Manual { dry_run: true }
+        );
+        assert_eq!(
+            Trigger::try_from(json!({"dryRun": false})).unwrap(),
             Trigger::Manual { dry_run: false }
         );
+        for payload in [
+            json!(null),
+            json!("run"),
+            json!([]),
+            json!({"dryRun": "false"}),
+            json!({"dry_run": false}),
+        ] {
+            let err = Trigger::try_from(payload.clone())
+                .expect_err("neither an event nor a manual request");
+            assert_eq!(err.error_type(), "InvalidInput", "{payload}: {err}");
+        }
     }
 
     #[test]
