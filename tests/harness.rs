@@ -454,6 +454,7 @@ impl Emulator {
             .unwrap_or_default()
     }
 
+    /// Whether the image exists (and is not deregistered); panics on any error but "not found".
     pub async fn image_exists(&self, region: &str, image_id: &str) -> bool {
         match self
             .ec2(region)
@@ -466,10 +467,15 @@ impl Emulator {
                 .images()
                 .iter()
                 .any(|i| i.state().map(|s| s.as_str()) != Some("deregistered")),
-            Err(_) => false,
+            // Only "not found" means gone; any other error is the test's to see, not a pass.
+            Err(e) => match aws_sdk_ec2::error::ProvideErrorMetadata::code(&e) {
+                Some("InvalidAMIID.NotFound" | "InvalidAMIID.Unavailable") => false,
+                _ => panic!("DescribeImages {image_id} in {region}: {e:?}"),
+            },
         }
     }
 
+    /// Whether the snapshot exists; panics on any error but "not found".
     pub async fn snapshot_exists(&self, region: &str, snapshot_id: &str) -> bool {
         match self
             .ec2(region)
@@ -479,7 +485,10 @@ impl Emulator {
             .await
         {
             Ok(out) => !out.snapshots().is_empty(),
-            Err(_) => false,
+            Err(e) => match aws_sdk_ec2::error::ProvideErrorMetadata::code(&e) {
+                Some("InvalidSnapshot.NotFound") => false,
+                _ => panic!("DescribeSnapshots {snapshot_id} in {region}: {e:?}"),
+            },
         }
     }
 }

@@ -893,3 +893,17 @@ async fn lifecycle_lambdas_take_their_sample_events_and_reject_malformed_ones() 
         "nothing changed the manifest"
     );
 }
+
+#[tokio::test]
+async fn the_harness_tells_a_missing_image_from_an_error() {
+    let emu = Emulator::from_env().await;
+    // Well-formed ids that do not exist: gone.
+    assert!(!emu.image_exists(R1, "ami-0123456789abcdef0").await);
+    assert!(!emu.snapshot_exists(R1, "snap-0123456789abcdef0").await);
+    // A request EC2 refuses (a malformed id) is an error: it must never read as "deleted".
+    let refused = tokio::spawn(async move { emu.image_exists(R1, "not-an-image-id").await });
+    assert!(
+        refused.await.is_err(),
+        "image_exists answered instead of failing on an error that is not NotFound"
+    );
+}
