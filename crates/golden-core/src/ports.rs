@@ -217,7 +217,9 @@ pub trait ObjectStore: Send + Sync {
     fn bucket(&self) -> &str;
     async fn get(&self, key: &str) -> Result<Option<StoredObject>>;
     async fn put(&self, key: &str, body: Vec<u8>, condition: PutCondition) -> Result<PutOutcome>;
-    async fn delete(&self, key: &str) -> Result<()>;
+    /// Deletes `key`, only if its ETag is still `if_match` when given. False if it was not there or had
+    /// changed (someone else's now), true if deleted.
+    async fn delete(&self, key: &str, if_match: Option<&str>) -> Result<bool>;
     /// Every key under `prefix`.
     async fn list(&self, prefix: &str) -> Result<Vec<String>>;
 }

@@ -706,3 +706,35 @@ async fn a_deployed_stack_refuses_to_poll_faster_than_every_15_seconds_and_calls
         assert!(msg.contains("GOLDEN_MIN_POLL_SECONDS"), "{msg}");
     }
 }
+
+fn lock_of(execution: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "type": "bld-linux64", "executionId": execution, "version": "20261125T011500Z",
+        "acquiredAt": "2026-11-25T01:15:00Z", "deadline": "2026-11-25T03:15:00Z"
+    }))
+    .expect("json")
+}
+
+#[tokio::test]
+async fn releasing_the_lock_deletes_only_the_copy_it_read() {
+    // GIVEN our lock, read with ETag "ours"
+    let ours = lock_of(EXEC);
+    let get = mock!(aws_sdk_s3::Client::get_object).then_output(move || {
+        GetObjectOutput::builder()
+            .e_tag("\"ours\"")
+            .body(ByteStream::from(ours.clone()))
+            .build()
+    });
+    // WHEN a new holder replaced it between our read and our delete: S3 refuses a delete that is
+    // conditional on what we read (412); an unconditional one matches no rule and fails the test.
+    let conditional = mock!(aws_sdk_s3::Client::delete_object)
+        .match_requests(|r| r.if_match() == Some("\"ours\""))
+        .then_http_response(|| s3_error(412, "PreconditionFailed"));
+    let services = services(ec2(&[]), ssm(&[]), s3(&[&get, &conditional]));
+    let released = golden_core::bake::lock::release(services.store.as_ref(), "bld-linux64", EXEC)
+        .await
+        .expect("a lost race is not an error");
+    // THEN nothing of the new holder's was deleted, and we say we did not release
+    assert!(!released);
+    assert_eq!(conditional.num_calls(), 1);
+}

@@ -108,18 +108,27 @@ impl ObjectStore for S3Store {
         }
     }
 
-    async fn delete(&self, key: &str) -> Result<()> {
+    async fn delete(&self, key: &str, if_match: Option<&str>) -> Result<bool> {
         let out = self
             .client
             .delete_object()
             .bucket(&self.bucket)
             .key(key)
+            .set_if_match(if_match.map(str::to_owned))
             .send()
-            .await;
-        unless_not_found(out.map_err(|e| {
-            AwsError::from_sdk("DeleteObject", self.location(key), self.region(), e)
-        }))?;
-        Ok(())
+            .await
+            .map_err(|e| AwsError::from_sdk("DeleteObject", self.location(key), self.region(), e));
+        match out {
+            // 412: the object is no longer the one we read; 409: a concurrent conditional write won.
+            Err(e)
+                if matches!(e.status, Some(412 | 409))
+                    || e.code_is("PreconditionFailed")
+                    || e.code_is("ConditionalRequestConflict") =>
+            {
+                Ok(false)
+            }
+            out => Ok(unless_not_found(out)?.is_some()),
+        }
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {

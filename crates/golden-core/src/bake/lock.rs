@@ -90,17 +90,19 @@ pub async fn holder(store: &dyn ObjectStore, image_type: &str) -> Result<Option<
     Ok(serde_json::from_slice(&existing.body).ok())
 }
 
-/// Releases the lock if `execution_id` holds it; true if it did. Never frees another execution's lock.
+/// Releases the lock if `execution_id` holds it; true if it did. Never frees another execution's lock:
+/// the delete is conditional on the ETag read, so a holder that took over meanwhile keeps its lock.
 pub async fn release(
     store: &dyn ObjectStore,
     image_type: &str,
     execution_id: &str,
 ) -> Result<bool> {
-    match holder(store, image_type).await? {
-        Some(h) if h.execution_id == execution_id => {
-            store.delete(&lock_key(image_type)).await?;
-            Ok(true)
-        }
+    let key = lock_key(image_type);
+    let Some(existing) = store.get(&key).await? else {
+        return Ok(false);
+    };
+    match serde_json::from_slice::<LockRecord>(&existing.body) {
+        Ok(h) if h.execution_id == execution_id => store.delete(&key, Some(&existing.etag)).await,
         _ => Ok(false),
     }
 }
