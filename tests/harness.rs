@@ -293,11 +293,7 @@ impl Emulator {
     /// The product's services in this process, on the emulator, with some settings overridden
     /// (e.g. `GOLDEN_PRUNE_MIN_AGE_HOURS=0`, since everything on the emulator was made seconds ago).
     pub async fn services(&self, overrides: &[(&str, &str)]) -> golden_core::bake::Services {
-        let mut vars: std::collections::HashMap<String, String> = std::env::vars().collect();
-        for (k, v) in overrides {
-            vars.insert((*k).to_owned(), (*v).to_owned());
-        }
-        let config = golden_core::Config::from_lookup(|k| vars.get(k).cloned()).expect("config");
+        let config = config_with(overrides);
         // Test scaffolding, not a function: its calls go straight to moto, past the IAM check's recorder.
         golden_core::runtime::services("Tests", config).await
     }
@@ -310,11 +306,7 @@ impl Emulator {
         stage: &str,
         overrides: &[(&str, &str)],
     ) -> golden_core::bake::Services {
-        let mut vars: std::collections::HashMap<String, String> = std::env::vars().collect();
-        for (k, v) in overrides {
-            vars.insert((*k).to_owned(), (*v).to_owned());
-        }
-        let config = golden_core::Config::from_lookup(|k| vars.get(k).cloned()).expect("config");
+        let config = config_with(overrides);
         // Without the environment's service config: its AWS_ENDPOINT_URL (moto) would win over this one.
         let sdk = golden_core::aws::load_function_config(stage)
             .await
@@ -541,4 +533,13 @@ impl aws_types::service_config::LoadServiceConfig for NoServiceConfig {
     fn load_config(&self, _key: aws_types::service_config::ServiceConfigKey<'_>) -> Option<String> {
         None
     }
+}
+
+/// The product's config from this process's environment, with `overrides` on top.
+fn config_with(overrides: &[(&str, &str)]) -> golden_core::Config {
+    let mut vars: std::collections::HashMap<String, String> = std::env::vars().collect();
+    for (k, v) in overrides {
+        vars.insert((*k).to_owned(), (*v).to_owned());
+    }
+    golden_core::Config::from_lookup(|k| vars.get(k).cloned()).expect("config")
 }
