@@ -472,6 +472,26 @@ def copy_image(self):  # a method of moto's AmisResponse
     return ActionResult({"ImageId": image.id})
 
 
+# What the Windows Sanitize script runs last (golden_core::scripts::windows_sanitize).
+SYSPREP_SHUTDOWN = "-ArgumentList 'sysprep', '--shutdown=true'"
+
+
+def send_command(self):  # a method of moto's SimpleSystemManagerResponse
+    """SSM SendCommand as moto runs it (at once, Success), plus what a Windows builder then does by itself:
+    a PowerShell command that starts EC2Launch's `sysprep --shutdown` stops the instance, as sysprep would
+    once it has generalized it (moto runs no command, so nothing else would)."""
+    from moto.ec2 import ec2_backends
+
+    result = _moto_send_command(self)
+    commands = (self._get_param("Parameters", {}) or {}).get("commands", [])
+    if self._get_param("DocumentName") == "AWS-RunPowerShellScript" and any(SYSPREP_SHUTDOWN in c for c in commands):
+        ec2_backends[self.current_account][self.region].stop_instances(self._get_param("InstanceIds", []))
+    return result
+
+
+_moto_send_command = None
+
+
 def moto_server(argv: list[str]) -> int:
     """`moto_server` with the shims above patched in (this is what the emulator starts)."""
     from moto.ec2.responses.amis import AmisResponse
@@ -479,6 +499,9 @@ def moto_server(argv: list[str]) -> int:
     from moto.ssm.responses import SimpleSystemManagerResponse
 
     SimpleSystemManagerResponse.describe_instance_information = describe_instance_information
+    global _moto_send_command
+    _moto_send_command = SimpleSystemManagerResponse.send_command
+    SimpleSystemManagerResponse.send_command = send_command
     AmisResponse.create_image = create_image
     AmisResponse.copy_image = copy_image
     moto_main(argv)

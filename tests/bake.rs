@@ -221,6 +221,70 @@ async fn second_bake_becomes_current_and_keeps_the_first_in_history() {
     );
 }
 
+#[tokio::test]
+async fn windows_bake_runs_powershell_then_images_the_builder_sysprep_stopped() {
+    let _serial = SERIAL.lock().await;
+    let emu = Emulator::from_env().await;
+    let ty = unique_type("it-win");
+    let mut recipe = emu.recipe(&ty, &COPIES[..1]);
+    recipe["platform"] = json!("windows");
+    recipe["provision"]["commands"] = json!([
+        "& 'C:\\Program Files\\Puppet Labs\\Puppet\\bin\\puppet.bat' agent --test --server $env:PUPPET_SERVER"
+    ]);
+    recipe["sanitize"]["extra_paths"] = json!(["C:\\builds\\slave"]);
+    // WHEN a Windows type bakes (the emulator stops the builder when the sysprep command is sent, as
+    // sysprep does once it has generalized it)
+    let (arn, done) = emu
+        .bake(
+            &format!("{ty}-1"),
+            &json!({ "type": ty, "recipe": recipe, "pollSeconds": 1 }),
+        )
+        .await;
+    // THEN it succeeds and publishes the build and copy regions' images
+    assert_eq!(
+        done.status,
+        ExecutionStatus::Succeeded,
+        "error {:?}: {:?}",
+        done.error,
+        done.cause
+    );
+    let manifest = emu.manifest().await.expect("a manifest");
+    let images = manifest["types"][&ty]["versions"][0]["images"]
+        .as_object()
+        .expect("images")
+        .clone();
+    assert_eq!(images.len(), 2, "{images:?}");
+    // through PowerShell: provisioning, then the sanitize script that ends with sysprep
+    let builders = emu
+        .instances(BUILD, &[(tags::EXECUTION, arn.as_str())])
+        .await;
+    assert_eq!(builders.len(), 1);
+    let sent = commands_sent(&emu, builders[0].instance_id().unwrap_or_default()).await;
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(sent.iter().all(|(doc, _)| doc == "AWS-RunPowerShellScript"));
+    let sanitize = sent
+        .iter()
+        .find(|(_, c)| c.contains("sanitize verified"))
+        .expect("sanitize script sent");
+    for needle in [
+        "'C:\\builds\\slave'",
+        "PSReadLine",
+        "drivers\\etc\\hosts",
+        "document\\orchestration",
+        "-ArgumentList 'sysprep', '--shutdown=true'",
+    ] {
+        assert!(sanitize.1.contains(needle), "sanitize lacks {needle}");
+    }
+    // and the builder, stopped by sysprep, is terminated at the end
+    assert_eq!(
+        builders[0]
+            .state()
+            .and_then(|s| s.name())
+            .map(|n| n.as_str()),
+        Some("terminated")
+    );
+}
+
 /// Waits until `check` finds something, polling fast so a test can act inside a bake's Wait state.
 async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
 where

@@ -131,8 +131,18 @@ const LINUX_TARGETS: &[&str] = &[
     "/var/lib/cloud/instances",
     "/var/lib/cloud/instance/user-data*",
     "/root/*.sh",
+    "/root/*.log",
+    "/root/userdata*",
     "/root/.bash_history",
     "/home/*/.bash_history",
+];
+
+/// The SSM agent keeps every earlier command's script (the provisioning env with it) under orchestration/,
+/// and its parameters under state/completed/. Both go, except the directory of the command that is running
+/// this script: the agent still writes that command's output there.
+const SSM_AGENT_TARGETS: &[&str] = &[
+    "/var/lib/amazon/ssm/*/document/orchestration/*",
+    "/var/lib/amazon/ssm/*/document/state/completed/*",
 ];
 
 /// Built-in Windows removal targets (literal paths).
@@ -146,12 +156,17 @@ const WINDOWS_TARGETS: &[&str] = &[
 /// Every path the Sanitize step removes and then verifies is gone: the built-in list, then the recipe's
 /// extra paths as given.
 pub fn sanitize_targets(platform: Platform, extra_paths: &[String]) -> Vec<String> {
-    let builtin = match platform {
-        Platform::Linux => LINUX_TARGETS,
-        Platform::Windows => WINDOWS_TARGETS,
+    let builtin: &[&[&str]] = match platform {
+        Platform::Linux => &[LINUX_TARGETS, SSM_AGENT_TARGETS],
+        Platform::Windows => &[
+            WINDOWS_TARGETS,
+            WINDOWS_GLOB_TARGETS,
+            WINDOWS_SSM_AGENT_TARGETS,
+        ],
     };
     builtin
         .iter()
+        .flat_map(|list| list.iter())
         .map(|s| (*s).to_owned())
         .chain(extra_paths.iter().cloned())
         .collect()
@@ -194,6 +209,16 @@ fn linux_sanitize(extra_paths: &[String]) -> Vec<String> {
     for word in &words {
         out.push(format!("rm -rf -- {word}"));
     }
+    // `$0` is the script the agent runs, inside its own command's orchestration directory.
+    out.push(
+        "golden_ami_self=$(readlink -f -- \"$0\" 2>/dev/null || printf '%s' \"$0\")".to_owned(),
+    );
+    for target in SSM_AGENT_TARGETS {
+        out.push(format!(
+            "for p in {}; do case \"$golden_ami_self/\" in \"$p\"/*) ;; *) rm -rf -- \"$p\" ;; esac; done",
+            glob_word(target)
+        ));
+    }
     out.extend([
         // An empty machine-id makes systemd generate a new one at first boot.
         ": > /etc/machine-id".to_owned(),
@@ -222,6 +247,12 @@ fn linux_sanitize(extra_paths: &[String]) -> Vec<String> {
     for word in &words {
         out.push(format!("golden_ami_check_gone {word}"));
     }
+    for target in SSM_AGENT_TARGETS {
+        out.push(format!(
+            "for p in {}; do case \"$golden_ami_self/\" in \"$p\"/*) ;; *) golden_ami_check_gone \"$p\" ;; esac; done",
+            glob_word(target)
+        ));
+    }
     out.extend([
         "if [ -s /etc/machine-id ]; then golden_ami_fail '/etc/machine-id (content)'; fi".to_owned(),
         "if command -v systemctl >/dev/null 2>&1 && [ \"$(systemctl is-enabled puppet.service 2>/dev/null)\" != masked ]; \
@@ -242,11 +273,33 @@ fn linux_sanitize(extra_paths: &[String]) -> Vec<String> {
     out
 }
 
+/// Windows paths with wildcards: PowerShell history of every profile (SSM runs as SYSTEM, whose profile is
+/// under System32).
+const WINDOWS_GLOB_TARGETS: &[&str] = &[
+    r"C:\Users\*\AppData\Roaming\Microsoft\Windows\PowerShell\PSReadLine\*",
+    r"C:\Windows\System32\config\systemprofile\AppData\Roaming\Microsoft\Windows\PowerShell\PSReadLine\*",
+];
+
+/// The SSM agent's copies of earlier commands on Windows (as `SSM_AGENT_TARGETS` on Linux).
+const WINDOWS_SSM_AGENT_TARGETS: &[&str] = &[
+    r"C:\ProgramData\Amazon\SSM\InstanceData\*\document\orchestration\*",
+    r"C:\ProgramData\Amazon\SSM\InstanceData\*\document\state\completed\*",
+];
+
+/// What the Windows Sanitize step prints last, once it has started sysprep: command-status then waits for
+/// the builder to stop before the image is created.
+pub const SYSPREP_STARTED: &str = "sysprep started: the builder shuts down once it is generalized";
+
 fn windows_sanitize(extra_paths: &[String]) -> Vec<String> {
     let words: Vec<String> = WINDOWS_TARGETS
         .iter()
         .map(|t| ps_quote(t))
         .chain(extra_paths.iter().map(|p| ps_quote(p)))
+        .collect();
+    let globs: Vec<String> = WINDOWS_GLOB_TARGETS.iter().map(|t| ps_quote(t)).collect();
+    let agent: Vec<String> = WINDOWS_SSM_AGENT_TARGETS
+        .iter()
+        .map(|t| ps_quote(t))
         .collect();
 
     let mut out = vec![
@@ -261,9 +314,26 @@ fn windows_sanitize(extra_paths: &[String]) -> Vec<String> {
             "if (Test-Path -LiteralPath {word}) {{ Remove-Item -LiteralPath {word} -Recurse -Force }}"
         ));
     }
+    for word in &globs {
+        out.push(format!(
+            "Get-Item -Path {word} -Force -ErrorAction SilentlyContinue | Remove-Item -Recurse -Force"
+        ));
+    }
+    // The running command's own directory holds this script and the agent's output files; it stays.
+    out.push("$self = if ($PSCommandPath) { $PSCommandPath } else { '' }".to_owned());
+    for word in &agent {
+        out.push(format!(
+            "Get-Item -Path {word} -Force -ErrorAction SilentlyContinue | \
+             Where-Object {{ -not $self.StartsWith($_.FullName + '\\', [StringComparison]::OrdinalIgnoreCase) }} | Remove-Item -Recurse -Force"
+        ));
+    }
     out.extend([
         // Files in use by running services cannot be removed; Temp is best effort and not verified.
         r"Get-ChildItem -LiteralPath 'C:\Windows\Temp' -Force -ErrorAction SilentlyContinue | Remove-Item -Recurse -Force -ErrorAction SilentlyContinue"
+            .to_owned(),
+        // Only the stock comment stays: the builder's entries must not follow the image.
+        "Set-Content -LiteralPath (Join-Path $env:SystemRoot 'System32\\drivers\\etc\\hosts') -Encoding ASCII \
+         -Value '# localhost name resolution is handled within DNS itself.'"
             .to_owned(),
         // EC2Launch v2 forgets that it ran, so user data and first-boot tasks run on every launch.
         r"$ec2launch = Join-Path $env:ProgramFiles 'Amazon\EC2Launch\EC2Launch.exe'; if (Test-Path -LiteralPath $ec2launch) { & $ec2launch reset --clean }"
@@ -278,12 +348,40 @@ fn windows_sanitize(extra_paths: &[String]) -> Vec<String> {
             "if (Test-Path -LiteralPath {word}) {{ [Console]::Error.WriteLine('sanitize verification failed: ' + {word} + ' still present'); $failed = $true }}"
         ));
     }
+    for word in &globs {
+        out.push(format!(
+            "if (Test-Path -Path {word}) {{ [Console]::Error.WriteLine('sanitize verification failed: ' + {word} + ' still present'); $failed = $true }}"
+        ));
+    }
+    for word in &agent {
+        out.push(format!(
+            "Get-Item -Path {word} -Force -ErrorAction SilentlyContinue | \
+             Where-Object {{ -not $self.StartsWith($_.FullName + '\\', [StringComparison]::OrdinalIgnoreCase) }} | \
+             ForEach-Object {{ [Console]::Error.WriteLine('sanitize verification failed: ' + $_.FullName + ' still present'); $failed = $true }}"
+        ));
+    }
     out.extend([
         "foreach ($name in 'puppet', 'pxp-agent') { $svc = Get-Service -Name $name -ErrorAction SilentlyContinue; \
          if ($svc -and $svc.StartType -ne 'Disabled') { [Console]::Error.WriteLine(\"sanitize verification failed: service $name still enabled\"); $failed = $true } }"
             .to_owned(),
+        "if ((Get-Content -LiteralPath (Join-Path $env:SystemRoot 'System32\\drivers\\etc\\hosts') | \
+         Where-Object { $_ -notmatch '^\\s*(#|$)' })) { [Console]::Error.WriteLine('sanitize verification failed: hosts file entries still present'); $failed = $true }"
+            .to_owned(),
         "if ($failed) { exit 1 }".to_owned(),
         "Write-Output 'sanitize verified'".to_owned(),
+    ]);
+    // Last: generalize. Sysprep resets the computer name (a new one is drawn at first boot), the SID and the
+    // hardware state, then shuts the builder down; it runs detached so this command can report first. The
+    // tool is whichever the base image has: EC2Launch v2, EC2Launch v1, or EC2Config.
+    out.extend([
+        r"$v1 = Join-Path $env:ProgramData 'Amazon\EC2-Windows\Launch\Scripts\SysprepInstance.ps1'; $ec2config = Join-Path $env:ProgramFiles 'Amazon\Ec2ConfigService\Ec2Config.exe'"
+            .to_owned(),
+        "if (Test-Path -LiteralPath $ec2launch) { Start-Process -FilePath $ec2launch -ArgumentList 'sysprep', '--shutdown=true' } \
+         elseif (Test-Path -LiteralPath $v1) { Start-Process -FilePath powershell.exe -ArgumentList '-NoProfile', '-ExecutionPolicy', 'Bypass', '-File', $v1 } \
+         elseif (Test-Path -LiteralPath $ec2config) { Start-Process -FilePath $ec2config -ArgumentList '-sysprep' } \
+         else { [Console]::Error.WriteLine('sanitize failed: no EC2Launch v2, EC2Launch v1 or EC2Config on the builder to run sysprep with'); exit 1 }"
+            .to_owned(),
+        format!("Write-Output '{SYSPREP_STARTED}'"),
     ]);
     out
 }
@@ -506,28 +604,61 @@ mod tests {
         (cmds[..at].join("\n"), cmds[at..].join("\n"))
     }
 
+    /// What the Linux Sanitize step must remove, written out here rather than taken from the code under
+    /// test, so a target dropped from the code fails this test.
+    const EXPECTED_LINUX: &[&str] = &[
+        "/etc/puppetlabs/puppet/ssl",
+        "/var/lib/puppet",
+        "/opt/puppetlabs/puppet/cache",
+        "/etc/ssh/ssh_host_*",
+        "/var/lib/dbus/machine-id",
+        "/var/lib/cloud/instances",
+        "/var/lib/cloud/instance/user-data*",
+        "/root/*.sh",
+        "/root/*.log",
+        "/root/userdata*",
+        "/root/.bash_history",
+        "/home/*/.bash_history",
+    ];
+    /// Removed too, but for the running command's own directory.
+    const EXPECTED_SSM_AGENT: &[&str] = &[
+        "/var/lib/amazon/ssm/*/document/orchestration/*",
+        "/var/lib/amazon/ssm/*/document/state/completed/*",
+    ];
+
+    /// The paths the lines starting with `prefix` name, as bash reads their words with globbing off.
+    fn words_after(lines: &str, prefix: &str, suffix: &str) -> Vec<String> {
+        let words: Vec<&str> = lines
+            .lines()
+            .filter_map(|l| l.strip_prefix(prefix))
+            .map(|w| w.strip_suffix(suffix).unwrap_or(w))
+            .collect();
+        let (ok, out) = bash(&["-f"], &format!("printf '%s\\n' {}", words.join(" ")));
+        assert!(ok, "{out}");
+        out.lines().map(str::to_owned).collect()
+    }
+
     #[test]
     fn every_linux_target_is_removed_and_then_verified() {
         let extra = vec!["/opt/it's here".to_owned(), "/srv/$(reboot)".to_owned()];
         let cmds = sanitize_commands(Platform::Linux, &extra);
         let (remove, verify) = split_verify(&cmds, "golden_ami_failed=0");
-        let targets = sanitize_targets(Platform::Linux, &extra);
-        assert_eq!(targets.len(), LINUX_TARGETS.len() + 2);
-        for t in &targets {
-            let word = if extra.contains(t) {
-                shell_quote(t)
-            } else {
-                glob_word(t)
-            };
-            assert!(
-                remove.contains(&format!("rm -rf -- {word}\n")),
-                "{t} not removed"
-            );
-            assert!(
-                verify.contains(&format!("golden_ami_check_gone {word}\n")),
-                "{t} not verified"
-            );
-        }
+        let mut expected: Vec<String> = EXPECTED_LINUX.iter().map(|t| (*t).to_owned()).collect();
+        expected.extend(extra.iter().cloned());
+        assert_eq!(words_after(&remove, "rm -rf -- ", ""), expected);
+        assert_eq!(words_after(&verify, "golden_ami_check_gone ", ""), expected);
+        assert_eq!(
+            words_after(
+                &remove,
+                "for p in ",
+                "; do case \"$golden_ami_self/\" in \"$p\"/*) ;; *) rm -rf -- \"$p\" ;; esac; done"
+            ),
+            EXPECTED_SSM_AGENT
+        );
+        assert_eq!(
+            words_after(&verify, "for p in ", "; do case \"$golden_ami_self/\" in \"$p\"/*) ;; *) golden_ami_check_gone \"$p\" ;; esac; done"),
+            EXPECTED_SSM_AGENT
+        );
         for must in [
             "systemctl mask puppet.service",
             "cloud-init clean --logs --seed",
@@ -540,6 +671,62 @@ mod tests {
         }
         assert!(verify.contains("sanitize verification failed: $1 still present"));
         assert!(verify.contains("exit 1"));
+    }
+
+    #[test]
+    fn ssm_agent_copies_go_but_the_running_command_keeps_its_own() {
+        // GIVEN an agent tree with an earlier command (the provisioning env), its completed state, and the
+        // running command's directory with the sanitize script inside
+        let root = std::env::temp_dir().join(format!("golden-ami-ssm-{}", std::process::id()));
+        let docs = root.join("i-0123/document");
+        let old = docs.join("orchestration/cmd-provision/awsrunShellScript/0.awsrunShellScript");
+        let running = docs.join("orchestration/cmd-sanitize/awsrunShellScript/0.awsrunShellScript");
+        let state = docs.join("state/completed");
+        for d in [&old, &running, &state] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(old.join("_script.sh"), "export PUPPET_TOKEN=secret").unwrap();
+        std::fs::write(state.join("cmd-provision.i-0123"), "{}").unwrap();
+        let root_str = root.to_str().unwrap();
+        let cmds = sanitize_commands(Platform::Linux, &[]);
+        let (_, verify) = split_verify(&cmds, "golden_ami_failed=0");
+        let helpers: Vec<&str> = verify.lines().take(3).collect();
+        let agent_lines: Vec<String> = cmds
+            .iter()
+            .filter(|c| c.starts_with("golden_ami_self=") || c.contains("/var/lib/amazon/ssm/"))
+            .map(|c| c.replace("/var/lib/amazon/ssm", root_str))
+            .collect();
+        assert_eq!(agent_lines.len(), 5, "{agent_lines:?}");
+        let script = running.join("_script.sh");
+        std::fs::write(
+            &script,
+            format!(
+                "{}\n{}\nexit $golden_ami_failed\n",
+                helpers.join("\n"),
+                agent_lines.join("\n")
+            ),
+        )
+        .unwrap();
+        // WHEN the agent runs it as a script
+        let out = Command::new("bash").arg(&script).output().unwrap();
+        // THEN the earlier command and its state are gone, the running command's directory stays, and the
+        // check passes
+        let left_old = docs.join("orchestration/cmd-provision").exists();
+        let left_state = state.join("cmd-provision.i-0123").exists();
+        let kept = script.exists();
+        std::fs::remove_dir_all(&root).unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !left_old,
+            "the provisioning command's directory is still there"
+        );
+        assert!(!left_state, "the completed state is still there");
+        assert!(kept, "the running command's directory was removed");
     }
 
     #[test]
@@ -600,28 +787,84 @@ mod tests {
             .any(|c| c.contains("'C:\\a''; Remove-Item C:\\ -Recurse; '''")));
     }
 
+    /// What the Windows Sanitize step must remove, written out (see `EXPECTED_LINUX`).
+    const EXPECTED_WINDOWS_LITERAL: &[&str] = &[
+        r"C:\ProgramData\PuppetLabs\puppet\etc\ssl",
+        r"C:\ProgramData\PuppetLabs\puppet\cache",
+        r"C:\ProgramData\Amazon\EC2Launch\state",
+    ];
+    const EXPECTED_WINDOWS_GLOBS: &[&str] = &[
+        r"C:\Users\*\AppData\Roaming\Microsoft\Windows\PowerShell\PSReadLine\*",
+        r"C:\Windows\System32\config\systemprofile\AppData\Roaming\Microsoft\Windows\PowerShell\PSReadLine\*",
+    ];
+    const EXPECTED_WINDOWS_SSM_AGENT: &[&str] = &[
+        r"C:\ProgramData\Amazon\SSM\InstanceData\*\document\orchestration\*",
+        r"C:\ProgramData\Amazon\SSM\InstanceData\*\document\state\completed\*",
+    ];
+
     #[test]
     fn every_windows_target_is_removed_and_then_verified() {
         let extra = vec![r"C:\builds\it's".to_owned()];
         let cmds = sanitize_commands(Platform::Windows, &extra);
         assert_eq!(cmds[0], "$ErrorActionPreference = 'Stop'");
         let (remove, verify) = split_verify(&cmds, "$failed = $false");
-        for t in sanitize_targets(Platform::Windows, &extra) {
-            let word = ps_quote(&t);
+        let literal = EXPECTED_WINDOWS_LITERAL
+            .iter()
+            .copied()
+            .chain([r"C:\builds\it''s"]);
+        for t in literal {
             assert!(
-                remove.contains(&format!("Remove-Item -LiteralPath {word} -Recurse -Force")),
+                remove.contains(&format!("Remove-Item -LiteralPath '{t}' -Recurse -Force")),
                 "{t} not removed"
             );
-            assert!(verify.contains(&format!("if (Test-Path -LiteralPath {word}) {{ [Console]::Error.WriteLine('sanitize verification failed: ' + {word}")), "{t} not verified");
+            assert!(verify.contains(&format!("if (Test-Path -LiteralPath '{t}') {{ [Console]::Error.WriteLine('sanitize verification failed: ' + '{t}'")), "{t} not verified");
+        }
+        for t in EXPECTED_WINDOWS_GLOBS {
+            assert!(
+                remove.contains(&format!("Get-Item -Path '{t}' -Force -ErrorAction SilentlyContinue | Remove-Item -Recurse -Force")),
+                "{t} not removed"
+            );
+            assert!(
+                verify.contains(&format!("if (Test-Path -Path '{t}') {{")),
+                "{t} not verified"
+            );
+        }
+        for t in EXPECTED_WINDOWS_SSM_AGENT {
+            let spare = "Where-Object { -not $self.StartsWith($_.FullName + '\\', [StringComparison]::OrdinalIgnoreCase) }";
+            assert!(
+                remove.contains(&format!("Get-Item -Path '{t}' -Force -ErrorAction SilentlyContinue | {spare} | Remove-Item -Recurse -Force")),
+                "{t} not removed"
+            );
+            assert!(verify.contains(&format!("Get-Item -Path '{t}' -Force -ErrorAction SilentlyContinue | {spare} | ForEach-Object")), "{t} not verified");
         }
         for must in [
             "Set-Service -Name $name -StartupType Disabled",
             "wevtutil cl",
-            "C:\\Windows\\Temp",
+            r"C:\Windows\Temp",
             "EC2Launch.exe",
+            // The hosts file keeps only the stock comment.
+            r"Set-Content -LiteralPath (Join-Path $env:SystemRoot 'System32\drivers\etc\hosts') -Encoding ASCII -Value '# localhost name resolution is handled within DNS itself.'",
         ] {
             assert!(remove.contains(must), "{must} missing");
         }
         assert!(verify.contains("if ($failed) { exit 1 }"));
+        assert!(verify.contains("hosts file entries still present"));
+        // Sysprep (which also resets the computer name) runs last, after the verification, detached, with
+        // whichever launch agent the base image has; none is a failure, not an ungeneralized image.
+        let sysprep = verify
+            .find("Start-Process -FilePath $ec2launch -ArgumentList 'sysprep', '--shutdown=true'")
+            .expect("EC2Launch v2 sysprep --shutdown");
+        assert!(verify.find("if ($failed) { exit 1 }").unwrap() < sysprep);
+        for must in [
+            r"'Amazon\EC2-Windows\Launch\Scripts\SysprepInstance.ps1'",
+            "Start-Process -FilePath $ec2config -ArgumentList '-sysprep'",
+            "else { [Console]::Error.WriteLine('sanitize failed: no EC2Launch v2, EC2Launch v1 or EC2Config on the builder to run sysprep with'); exit 1 }",
+        ] {
+            assert!(verify.contains(must), "{must} missing");
+        }
+        assert_eq!(
+            cmds.last().unwrap(),
+            "Write-Output 'sysprep started: the builder shuts down once it is generalized'"
+        );
     }
 }

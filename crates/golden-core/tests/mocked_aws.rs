@@ -95,6 +95,7 @@ fn command_ref() -> CommandRef {
         stage: CommandStage::Provision,
         status: "Pending".into(),
         done: false,
+        await_stop: false,
         poll: poll(),
     }
 }
@@ -219,6 +220,78 @@ async fn command_success_is_done() {
         .await
         .expect("success");
     assert!(c.done);
+}
+
+#[tokio::test]
+async fn windows_sanitize_is_done_only_once_sysprep_has_stopped_the_builder() {
+    let sanitize = CommandRef {
+        stage: CommandStage::Sanitize,
+        await_stop: true,
+        ..command_ref()
+    };
+    let success = invocation(CommandInvocationStatus::Success, 0, "sysprep started", "");
+    // GIVEN the command succeeded but sysprep is still running (the builder is up, then stopping)
+    for state in [InstanceStateName::Running, InstanceStateName::Stopping] {
+        let described = mock!(aws_sdk_ec2::Client::describe_instances)
+            .then_output(move || instance_output(state.clone()));
+        let svc = services(ec2(&[&described]), ssm(&[&success]), s3(&[]));
+        // WHEN its status is checked THEN it keeps waiting
+        let c = command::status(&svc, sanitize.clone())
+            .await
+            .expect("waiting");
+        assert!(!c.done);
+        assert_eq!(c.status, "Success (sysprep running)");
+        assert_eq!(c.poll.attempts, 1);
+    }
+    // GIVEN the builder has stopped THEN it is done
+    let stopped = mock!(aws_sdk_ec2::Client::describe_instances)
+        .then_output(|| instance_output(InstanceStateName::Stopped));
+    let svc = services(ec2(&[&stopped]), ssm(&[&success]), s3(&[]));
+    let c = command::status(&svc, sanitize.clone())
+        .await
+        .expect("stopped");
+    assert!(c.done);
+    // GIVEN the builder terminated instead THEN the bake fails naming it
+    let terminated = mock!(aws_sdk_ec2::Client::describe_instances)
+        .then_output(|| instance_output(InstanceStateName::Terminated));
+    let svc = services(ec2(&[&terminated]), ssm(&[&success]), s3(&[]));
+    let err = command::status(&svc, sanitize)
+        .await
+        .expect_err("terminated");
+    assert_eq!(err.error_type(), "BuilderFailed");
+    assert!(
+        err.to_string().contains("i-0builder") && err.to_string().contains("terminated"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn sanitize_waits_for_the_stop_on_windows_only() {
+    // run-command sets awaitStop for a Windows Sanitize, and for nothing else
+    for (platform, stage, expected) in [
+        ("windows", CommandStage::Sanitize, true),
+        ("windows", CommandStage::Provision, false),
+        ("linux", CommandStage::Sanitize, false),
+    ] {
+        let listed = mock!(aws_sdk_ssm::Client::list_commands)
+            .then_output(|| ListCommandsOutput::builder().build());
+        let sent = mock!(aws_sdk_ssm::Client::send_command).then_output(|| {
+            aws_sdk_ssm::operation::send_command::SendCommandOutput::builder()
+                .command(
+                    aws_sdk_ssm::types::Command::builder()
+                        .command_id("cmd-9")
+                        .build(),
+                )
+                .build()
+        });
+        let services = services(ec2(&[]), ssm(&[&listed, &sent]), s3(&[]));
+        let mut bake = bake_state();
+        bake.recipe.platform = serde_json::from_value(json!(platform)).expect("platform");
+        let c = command::run(&services, RunCommandInput { stage, bake })
+            .await
+            .expect("sent");
+        assert_eq!(c.await_stop, expected, "{platform} {stage:?}");
+    }
 }
 
 fn image_output(state: ImageState, reason: Option<&str>) -> DescribeImagesOutput {

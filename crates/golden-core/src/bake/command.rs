@@ -70,7 +70,9 @@ pub async fn run(services: &Services, input: RunCommandInput) -> Result<CommandR
         stage: input.stage,
         status: "Pending".into(),
         done: false,
-        // Delivery and start-up on top of the command's own timeout.
+        await_stop: input.stage == CommandStage::Sanitize
+            && recipe.platform == crate::recipe::Platform::Windows,
+        // Delivery and start-up on top of the command's own timeout (and sysprep's shutdown after it).
         poll: Poll::new(minutes.saturating_add(5), bake.poll_seconds, bake.deadline),
     })
 }
@@ -93,6 +95,7 @@ pub async fn status(services: &Services, mut command: CommandRef) -> Result<Comm
     };
     command.status = invocation.status.clone();
     match invocation.status.as_str() {
+        "Success" if command.await_stop => return stopped(services, command).await,
         "Success" => command.done = true,
         "Pending" | "InProgress" | "Delayed" => command.poll.tick(&what, services.now())?,
         _ => {
@@ -110,6 +113,37 @@ pub async fn status(services: &Services, mut command: CommandRef) -> Result<Comm
                 exit_code: invocation.exit_code,
                 stderr_tail: tail(output, TAIL_CHARS),
             })));
+        }
+    }
+    Ok(command)
+}
+
+/// After a Windows Sanitize: done once sysprep has shut the builder down.
+async fn stopped(services: &Services, mut command: CommandRef) -> Result<CommandRef> {
+    let what = format!(
+        "builder {} in {} to stop after sysprep",
+        command.instance_id, command.region
+    );
+    let instance = services
+        .ec2
+        .describe_instance(&command.region, &command.instance_id)
+        .await?;
+    let state = instance.map(|i| i.state);
+    match state.as_deref() {
+        Some("stopped") => command.done = true,
+        Some("running" | "stopping" | "pending") => {
+            command.status = "Success (sysprep running)".into();
+            command.poll.tick(&what, services.now())?;
+        }
+        other => {
+            return Err(Error::BuilderFailed {
+                instance_id: command.instance_id,
+                region: command.region,
+                reason: format!(
+                    "is {} while sysprep should have stopped it; see its console output",
+                    other.unwrap_or("gone")
+                ),
+            })
         }
     }
     Ok(command)

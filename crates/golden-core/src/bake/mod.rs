@@ -174,6 +174,10 @@ pub struct CommandRef {
     pub stage: CommandStage,
     pub status: String,
     pub done: bool,
+    /// The command ends by starting sysprep (Windows Sanitize): it is done only once the builder has
+    /// stopped, so the image is taken of the generalized disk.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub await_stop: bool,
     #[serde(flatten)]
     pub poll: Poll,
 }
