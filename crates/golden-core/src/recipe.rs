@@ -72,9 +72,13 @@ pub struct Recipe {
     pub tags: BTreeMap<String, String>,
     #[serde(default)]
     pub block_devices: Vec<BlockDevice>,
-    /// KMS key (id, alias or ARN) for encrypted volumes and image copies.
+    /// KMS key (id, alias or ARN) for encrypted volumes and image copies, in every region that
+    /// `kms_key_ids` does not name. A key ARN belongs to one region, so it serves only that one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kms_key_id: Option<String>,
+    /// KMS key per region (build or copy region), e.g. `{ "us-west-2" = "arn:aws:kms:us-west-2:...:key/..." }`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub kms_key_ids: BTreeMap<String, String>,
 }
 
 /// What runs on the builder to turn the base image into the golden one (usually a puppet run).
@@ -277,6 +281,15 @@ impl Recipe {
         out
     }
 
+    /// The KMS key that encrypts the image's volumes in `region`: that region's entry of `kms_key_ids`,
+    /// else `kms_key_id`; none means EBS's default.
+    pub fn kms_key_for(&self, region: &str) -> Option<&str> {
+        self.kms_key_ids
+            .get(region)
+            .or(self.kms_key_id.as_ref())
+            .map(String::as_str)
+    }
+
     /// Every region the image lives in: the build region first, then the copy regions, without repeats.
     pub fn all_regions(&self) -> Vec<String> {
         let mut out = vec![self.build_region.clone()];
@@ -476,13 +489,54 @@ impl Recipe {
             }
         }
 
+        self.check_kms(c);
+    }
+
+    fn check_kms(&self, c: &mut Checker<'_>) {
+        let regions = self.all_regions();
         if let Some(key) = &self.kms_key_id {
             if !is_kms_key_id(key) {
+                c.report("kms_key_id", kms_message(key));
+            } else if let Some(key_region) = kms_key_region(key) {
+                // An ARN names its region; every other region that falls back to it could not use it.
+                let elsewhere: Vec<&str> = regions
+                    .iter()
+                    .filter(|r| *r != key_region && !self.kms_key_ids.contains_key(*r))
+                    .map(String::as_str)
+                    .collect();
+                if !elsewhere.is_empty() {
+                    c.report(
+                        "kms_key_id",
+                        format!(
+                            "{key} is a key of {key_region} and cannot encrypt the image in {}; give those \
+                             regions their own key in kms_key_ids (e.g. kms_key_ids.{} = \"arn:aws:kms:{}:...\"), \
+                             or use an alias that exists in every region",
+                            elsewhere.join(", "),
+                            elsewhere[0],
+                            elsewhere[0]
+                        ),
+                    );
+                }
+            }
+        }
+        for (region, key) in &self.kms_key_ids {
+            let path = format!("kms_key_ids.{region}");
+            if !regions.contains(region) {
                 c.report(
-                    "kms_key_id",
+                    path,
                     format!(
-                        "invalid KMS key {key:?}: expected a key id (uuid or mrk-...), alias/NAME, or an \
-                         arn:aws:kms:REGION:ACCOUNT:key/... or :alias/... ARN"
+                        "{region} is neither the build_region nor a copy region ({}); remove it or add it to \
+                         copy_to_regions",
+                        regions.join(", ")
+                    ),
+                );
+            } else if !is_kms_key_id(key) {
+                c.report(path, kms_message(key));
+            } else if let Some(key_region) = kms_key_region(key).filter(|r| r != region) {
+                c.report(
+                    path,
+                    format!(
+                        "{key} is a key of {key_region}, not of {region}; use a key of {region}"
                     ),
                 );
             }
@@ -664,6 +718,11 @@ const SCHEMA: &[Field] = &[
     opt("tags", Kind::StrMap, "e.g. { team = \"releng\" }"),
     opt("block_devices", Kind::TableList(BLOCK_DEVICE), ""),
     opt("kms_key_id", Kind::Str, ""),
+    opt(
+        "kms_key_ids",
+        Kind::StrMap,
+        "region = key, e.g. { us-west-2 = \"arn:aws:kms:...\" }",
+    ),
 ];
 
 /// A TOML date-time has no JSON equivalent; it becomes an object with this single key so the walk can
@@ -1107,6 +1166,18 @@ fn is_kms_alias(s: &str) -> bool {
     })
 }
 
+fn kms_message(key: &str) -> String {
+    format!(
+        "invalid KMS key {key:?}: expected a key id (uuid or mrk-...), alias/NAME, or an \
+         arn:aws:kms:REGION:ACCOUNT:key/... or :alias/... ARN"
+    )
+}
+
+/// The region of a KMS key ARN (a bare id or alias resolves in whichever region uses it).
+fn kms_key_region(key: &str) -> Option<&str> {
+    key.strip_prefix("arn:")?.split(':').nth(2)
+}
+
 fn is_kms_key_id(s: &str) -> bool {
     let bare = |k: &str| {
         is_uuid(k)
@@ -1224,6 +1295,33 @@ volume_size_gb = 150
             "{name}: {:?} should contain {message_part:?}",
             problems[0].message
         );
+    }
+
+    #[test]
+    fn each_region_gets_its_own_key_else_the_shared_one() {
+        let mut v = valid_json();
+        v["kms_key_id"] = json!("alias/golden");
+        v["kms_key_ids"] = json!({
+            "us-east-1": "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+            "us-west-2": "arn:aws:kms:us-west-2:111122223333:key/5678abcd-12ab-34cd-56ef-1234567890ab",
+        });
+        let r = Recipe::from_json_value(v, "test").expect("valid");
+        assert_eq!(
+            r.kms_key_for("us-east-1"),
+            Some("arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab")
+        );
+        assert_eq!(
+            r.kms_key_for("us-west-2"),
+            Some("arn:aws:kms:us-west-2:111122223333:key/5678abcd-12ab-34cd-56ef-1234567890ab")
+        );
+        assert_eq!(r.kms_key_for("eu-central-1"), Some("alias/golden"));
+        // A regional ARN is fine as the shared key when every other region has its own
+        let mut v = valid_json();
+        v["kms_key_id"] =
+            json!("arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab");
+        v["kms_key_ids"] = json!({ "us-west-2": "alias/a", "eu-central-1": "alias/b" });
+        Recipe::from_json_value(v, "test").expect("valid");
+        assert_eq!(valid_json().get("kms_key_ids"), None, "absent when empty");
     }
 
     #[test]
@@ -1553,6 +1651,37 @@ volume_size_gb = 150
                 "bad kms key",
                 |v| v["kms_key_id"] = json!("my-key"),
                 "kms_key_id",
+                "alias/NAME",
+            ),
+            (
+                "one regional key for every region",
+                |v| {
+                    v["kms_key_id"] =
+                        json!("arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab")
+                },
+                "kms_key_id",
+                "is a key of us-east-1 and cannot encrypt the image in us-west-2, eu-central-1; give those regions their own key in kms_key_ids",
+            ),
+            (
+                "a region's key from another region",
+                |v| {
+                    v["kms_key_ids"] = json!({
+                        "us-west-2": "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+                    })
+                },
+                "kms_key_ids.us-west-2",
+                "is a key of us-east-1, not of us-west-2",
+            ),
+            (
+                "a key for a region the image is not in",
+                |v| v["kms_key_ids"] = json!({ "ap-south-1": "alias/golden" }),
+                "kms_key_ids.ap-south-1",
+                "neither the build_region nor a copy region (us-east-1, us-west-2, eu-central-1)",
+            ),
+            (
+                "a bad key in the map",
+                |v| v["kms_key_ids"] = json!({ "us-west-2": "my-key" }),
+                "kms_key_ids.us-west-2",
                 "alias/NAME",
             ),
         ];

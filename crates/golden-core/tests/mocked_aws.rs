@@ -507,6 +507,42 @@ async fn run_command_retried_finds_the_command_already_sent() {
     assert_eq!(send.num_calls(), 0);
 }
 
+#[tokio::test]
+async fn each_copy_is_encrypted_with_its_own_regions_key() {
+    const WEST: &str =
+        "arn:aws:kms:us-west-2:111122223333:key/5678abcd-12ab-34cd-56ef-1234567890ab";
+    // GIVEN a recipe with a regional key for the build region and another for the copy region
+    let mut bake = serde_json::to_value(bake_state()).expect("json");
+    bake["recipe"]["kms_key_id"] =
+        json!("arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab");
+    bake["recipe"]["kms_key_ids"] = json!({ "us-west-2": WEST });
+    let item: golden_core::bake::copy::CopyItem = serde_json::from_value(json!({
+        "region": "us-west-2", "source": bake["image"], "type": "bld-linux64",
+        "version": "20261125T011500Z", "executionId": EXEC, "pollSeconds": 1,
+        "deadline": "2026-11-25T03:15:00Z", "recipe": bake["recipe"],
+    }))
+    .expect("copy item");
+    let none = mock!(aws_sdk_ec2::Client::describe_images)
+        .match_requests(|r| r.filters().iter().any(|f| f.name() == Some("name")))
+        .then_output(|| DescribeImagesOutput::builder().build());
+    let source = mock!(aws_sdk_ec2::Client::describe_images)
+        .then_output(|| image_output(ImageState::Available, None));
+    // WHEN the copy to us-west-2 starts THEN CopyImage asks for us-west-2's key, encrypted
+    let copied = mock!(aws_sdk_ec2::Client::copy_image)
+        .match_requests(|r| r.kms_key_id() == Some(WEST) && r.encrypted() == Some(true))
+        .then_output(|| {
+            aws_sdk_ec2::operation::copy_image::CopyImageOutput::builder()
+                .image_id("ami-0west")
+                .build()
+        });
+    let services = services(ec2(&[&none, &source, &copied]), ssm(&[]), s3(&[]));
+    let image = golden_core::bake::copy::handle(&services, item)
+        .await
+        .expect("copy requested");
+    assert_eq!(image.image_id, "ami-0west");
+    assert_eq!(copied.num_calls(), 1);
+}
+
 fn hash_of_exec() -> String {
     golden_core::bake::client_token(EXEC, "command")[7..39].to_owned()
 }

@@ -56,7 +56,7 @@ pub async fn handle(services: &Services, item: CopyItem) -> Result<ImageRef> {
                     item.image_type, item.version, item.source.image_id, item.source.region
                 ),
                 client_token: client_token(&item.execution_id, &format!("copy {region}")),
-                kms_key_id: item.recipe.kms_key_id.clone(),
+                kms_key_id: item.recipe.kms_key_for(region).map(str::to_owned),
                 tags: copyable_tags(source.tags),
             };
             services.ec2.copy_image(region, &spec).await?

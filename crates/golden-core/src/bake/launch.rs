@@ -201,7 +201,7 @@ pub fn launch_spec(recipe: &Recipe, lock: &LockRecord, source_ami: &str) -> Laun
                 volume_type: d.volume_type.clone(),
                 delete_on_termination: d.delete_on_termination,
                 encrypted: d.encrypted,
-                kms_key_id: recipe.kms_key_id.clone(),
+                kms_key_id: recipe.kms_key_for(&recipe.build_region).map(str::to_owned),
             })
             .collect(),
         tags,
