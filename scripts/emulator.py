@@ -472,6 +472,19 @@ def copy_image(self):  # a method of moto's AmisResponse
     return ActionResult({"ImageId": image.id})
 
 
+def enable_image_deprecation(self):  # a method of moto's AmisResponse
+    """EC2 EnableImageDeprecation, which moto 5.2 lacks: records DeprecateAt on the image (minute precision,
+    as EC2 keeps it), which DescribeImages then returns as DeprecationTime."""
+    from moto.core.responses import ActionResult
+
+    self.error_on_dryrun()
+    image_id = self._get_param("ImageId")
+    image = self.ec2_backend.describe_images(ami_ids=[image_id])[0]  # InvalidAMIID.NotFound if absent
+    at = self._get_param("DeprecateAt")  # moto parses the timestamp into a datetime
+    image.deprecation_time = at.strftime("%Y-%m-%dT%H:%M:00.000Z") if hasattr(at, "strftime") else str(at)
+    return ActionResult({"Return": True})
+
+
 # What the Windows Sanitize script runs last (golden_core::scripts::windows_sanitize).
 SYSPREP_SHUTDOWN = "-ArgumentList 'sysprep', '--shutdown=true'"
 
@@ -504,6 +517,7 @@ def moto_server(argv: list[str]) -> int:
     SimpleSystemManagerResponse.send_command = send_command
     AmisResponse.create_image = create_image
     AmisResponse.copy_image = copy_image
+    AmisResponse.enable_image_deprecation = enable_image_deprecation
     moto_main(argv)
     return 0
 

@@ -390,7 +390,7 @@ def ec2_auths(call: dict) -> list[Auth]:
         return [Auth(f"ec2:{op}", "*")]
     if op in ("TerminateInstances", "StopInstances", "StartInstances", "RebootInstances"):
         return [on(i) for i in indexed(params, "InstanceId")]
-    if op == "DeregisterImage":
+    if op in ("DeregisterImage", "EnableImageDeprecation", "DisableImageDeprecation"):
         return [on(params["ImageId"])]
     if op == "DeleteSnapshot":
         return [on(params["SnapshotId"])]

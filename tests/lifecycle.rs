@@ -804,12 +804,16 @@ async fn revoke_rolls_current_back_and_promote_moves_it_forward_with_the_paramet
     let parameter = format!("/golden-ami/{ty}/current");
     let param = |region: &'static str| emu.parameter(region, &parameter);
     // WHEN the current version is revoked
-    let updated = release::revoke(&services, &ty, &version(2), "kernel panic on c6i", false)
+    let revoked = release::revoke(&services, &ty, &version(2), "kernel panic on c6i", false)
         .await
         .expect("revoke");
     // THEN current rolls back to v1 and both regions' parameters follow
     assert_eq!(
-        updated.manifest.current(&ty).map(|v| v.version.clone()),
+        revoked
+            .updated
+            .manifest
+            .current(&ty)
+            .map(|v| v.version.clone()),
         Some(version(1))
     );
     assert_eq!(param(R1).await.as_deref(), Some(estate.id(&ty, R1, 1)));
@@ -843,6 +847,77 @@ async fn revoke_rolls_current_back_and_promote_moves_it_forward_with_the_paramet
     );
     assert_eq!(param(R1).await.as_deref(), Some(estate.id(&ty, R1, 3)));
     assert_eq!(param(R2).await.as_deref(), Some(estate.id(&ty, R2, 3)));
+}
+
+/// The deprecation time EC2 reports for an image, if any.
+async fn deprecation_of(emu: &Emulator, region: &str, image_id: &str) -> Option<String> {
+    emu.ec2(region)
+        .describe_images()
+        .image_ids(image_id)
+        .send()
+        .await
+        .expect("DescribeImages")
+        .images()
+        .first()
+        .and_then(|i| i.deprecation_time().map(str::to_owned))
+}
+
+#[tokio::test]
+async fn forced_revoke_of_the_only_version_deletes_the_parameters_and_deprecates_its_images() {
+    let _serial = SERIAL.lock().await;
+    let emu = Emulator::from_env().await;
+    let services = emu.services(&[]).await;
+    let ty = unique_type("it-revoke-all");
+    let estate = build_estate(&emu, std::slice::from_ref(&ty), 1).await;
+    publish(
+        &services,
+        &ty,
+        &[(
+            version(1),
+            images_of(&estate, &ty, 1),
+            VersionStatus::Published,
+        )],
+    )
+    .await;
+    // (promoting the current version again writes its parameters)
+    release::promote(&services, &ty, &version(1))
+        .await
+        .expect("promote");
+    let parameter = format!("/golden-ami/{ty}/current");
+    assert_eq!(
+        emu.parameter(R1, &parameter).await.as_deref(),
+        Some(estate.id(&ty, R1, 1))
+    );
+    // WHEN the only version is revoked without --force THEN it is refused and nothing changes
+    let err = release::revoke(&services, &ty, &version(1), "bad kernel", false)
+        .await
+        .expect_err("no fallback");
+    assert!(err.to_string().contains(version(1).as_str()), "{err}");
+    assert!(deprecation_of(&emu, R1, estate.id(&ty, R1, 1))
+        .await
+        .is_none());
+    // WHEN it is forced
+    let revoked = release::revoke(&services, &ty, &version(1), "bad kernel", true)
+        .await
+        .expect("forced revoke");
+    // THEN the type has no current version, no region keeps a parameter on the revoked image, and EC2
+    // shows both images deprecated
+    assert_eq!(revoked.updated.manifest.current(&ty), None);
+    for region in [R1, R2] {
+        assert_eq!(
+            emu.parameter(region, &parameter).await,
+            None,
+            "{region} still resolves {parameter}"
+        );
+        assert!(
+            deprecation_of(&emu, region, estate.id(&ty, region, 1))
+                .await
+                .is_some(),
+            "{region} image not deprecated"
+        );
+    }
+    assert_eq!(revoked.deprecated.len(), 2, "{:?}", revoked.deprecated);
+    assert_eq!(revoked.parameters.len(), 2, "{:?}", revoked.parameters);
 }
 
 #[tokio::test]

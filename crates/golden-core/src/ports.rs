@@ -136,6 +136,9 @@ pub trait Ec2: Send + Sync {
         tags: &[(&str, &str)],
     ) -> Result<Vec<Image>>;
     async fn deregister_image(&self, region: &str, image_id: &str) -> Result<()>;
+    /// Marks an image deprecated from `at` on (EC2 shows it as such; describe calls still list it); an image
+    /// that no longer exists is left alone.
+    async fn deprecate_image(&self, region: &str, image_id: &str, at: DateTime<Utc>) -> Result<()>;
     async fn delete_snapshot(&self, region: &str, snapshot_id: &str) -> Result<()>;
 }
 
@@ -166,6 +169,8 @@ pub trait Ssm: Send + Sync {
     /// Every parameter under `path` (recursively), as (name, value).
     async fn parameters_by_path(&self, region: &str, path: &str) -> Result<Vec<(String, String)>>;
     async fn put_image_parameter(&self, region: &str, name: &str, image_id: &str) -> Result<()>;
+    /// Deletes a parameter; false if there was none.
+    async fn delete_parameter(&self, region: &str, name: &str) -> Result<bool>;
     /// The SSM agent's ping status (`Online`, `ConnectionLost`, `Inactive`), or None if not registered yet.
     async fn agent_status(&self, region: &str, instance_id: &str) -> Result<Option<String>>;
     async fn send_command(&self, region: &str, spec: &CommandSpec) -> Result<String>;

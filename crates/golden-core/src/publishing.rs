@@ -87,18 +87,65 @@ pub async fn update_manifest(
     })
 }
 
-/// Points `/golden-ami/<type>/current` in each region at the manifest's current image of the type.
+/// Points `/golden-ami/<type>/current` in each region at the manifest's current image of the type, or
+/// deletes it where the type has no current version (after a forced revoke of the last good one), so a
+/// `resolve:ssm:` launch template cannot keep launching a revoked image.
+///
+/// `manifest` is the caller's copy, which a concurrent publish, promote or revoke may already have
+/// superseded: after writing, the manifest is read again and the parameters re-written from it until its
+/// generation no longer moves, so the last writer of a parameter always wrote the latest manifest's image.
 pub async fn sync_parameters(
+    ssm: &dyn Ssm,
+    store: &dyn ObjectStore,
+    now: DateTime<Utc>,
+    manifest: &Manifest,
+    image_type: &str,
+) -> Result<Vec<String>> {
+    let mut manifest = manifest.clone();
+    for attempt in 0..MAX_WRITES {
+        let written = write_parameters(ssm, &manifest, image_type).await?;
+        let (latest, _) = read_manifest(store, now).await?;
+        if latest.generation == manifest.generation {
+            return Ok(written);
+        }
+        tracing::info!(
+            attempt,
+            from = manifest.generation,
+            to = latest.generation,
+            "manifest changed while the parameters were written; writing them again"
+        );
+        manifest = latest;
+    }
+    Err(Error::ManifestConflict {
+        bucket: store.bucket().to_owned(),
+        key: MANIFEST_KEY.to_owned(),
+        attempts: MAX_WRITES,
+    })
+}
+
+async fn write_parameters(
     ssm: &dyn Ssm,
     manifest: &Manifest,
     image_type: &str,
 ) -> Result<Vec<String>> {
+    let name = parameter_name(image_type);
     let mut written = Vec::new();
     if let Some(current) = manifest.current(image_type) {
-        let name = parameter_name(image_type);
         for (region, image_id) in &current.images {
             ssm.put_image_parameter(region, &name, image_id).await?;
             written.push(format!("{region}:{name}={image_id}"));
+        }
+    } else if let Some(entry) = manifest.types.get(image_type) {
+        // Every region the type was ever published to may hold a parameter.
+        let regions: std::collections::BTreeSet<&String> = entry
+            .versions
+            .iter()
+            .flat_map(|v| v.images.keys())
+            .collect();
+        for region in regions {
+            if ssm.delete_parameter(region, &name).await? {
+                written.push(format!("{region}:{name} deleted (no current version)"));
+            }
         }
     }
     Ok(written)

@@ -29,7 +29,7 @@ use golden_core::bake::{
 };
 use golden_core::manifest::Manifest;
 use golden_core::Config;
-use serde_json::json;
+use serde_json::{json, Value};
 
 const EXEC: &str = "arn:aws:states:us-east-1:123456789012:execution:bake:unit-1";
 
@@ -579,10 +579,18 @@ async fn publish_that_loses_a_race_rereads_and_keeps_both_updates() {
                 .build()
         })
         .build();
+    // the parameters' re-read finds what we wrote
+    let written = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reread_body = written.clone();
+    let reread = mock!(aws_sdk_s3::Client::get_object).then_compute_output(move |_| {
+        GetObjectOutput::builder()
+            .e_tag("\"e3\"")
+            .body(ByteStream::from(reread_body.lock().expect("lock").clone()))
+            .build()
+    });
     let stale_put = mock!(aws_sdk_s3::Client::put_object)
         .match_requests(|r| r.if_match() == Some("\"e1\""))
         .then_http_response(|| s3_error(412, "PreconditionFailed"));
-    let written = Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = written.clone();
     let good_put = mock!(aws_sdk_s3::Client::put_object)
         .match_requests(|r| r.if_match() == Some("\"e2\""))
@@ -596,7 +604,7 @@ async fn publish_that_loses_a_race_rereads_and_keeps_both_updates() {
     let services = services(
         ec2(&[]),
         ssm(&[&put_parameter]),
-        s3(&[&get, &stale_put, &good_put]),
+        s3(&[&get, &reread, &stale_put, &good_put]),
     );
     // WHEN publish runs
     let published = publish::handle(&services, bake_state())
@@ -622,6 +630,52 @@ async fn publish_that_loses_a_race_rereads_and_keeps_both_updates() {
     assert_eq!(published.generation, 4);
     // and both regions' SSM parameters point at the new image
     assert_eq!(put_parameter.num_calls(), 2);
+}
+
+#[tokio::test]
+async fn parameters_written_from_a_superseded_manifest_are_rewritten_from_the_latest() {
+    // GIVEN our copy of the manifest (generation 3, current on ami-01111111), superseded by a revoke that
+    // rolled current back to ami-02222222 (generation 4) while we were about to write the parameters
+    let ours = Manifest::parse(&manifest_with("20261125T011500Z", "ami-01111111")).expect("ours");
+    let mut latest: Value =
+        serde_json::from_slice(&manifest_with("20261124T011500Z", "ami-02222222")).expect("json");
+    latest["generation"] = json!(4);
+    let latest = latest.to_string().into_bytes();
+    let get = mock!(aws_sdk_s3::Client::get_object).then_output(move || {
+        GetObjectOutput::builder()
+            .e_tag("\"e4\"")
+            .body(ByteStream::from(latest.clone()))
+            .build()
+    });
+    let values = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = values.clone();
+    let put = mock!(aws_sdk_ssm::Client::put_parameter).then_compute_output(move |r| {
+        sink.lock()
+            .expect("lock")
+            .push(r.value().unwrap_or_default().to_owned());
+        PutParameterOutput::builder().version(1).build()
+    });
+    let services = services(ec2(&[]), ssm(&[&put]), s3(&[&get]));
+    // WHEN the parameters are synced from our copy
+    let written = golden_core::publishing::sync_parameters(
+        services.ssm.as_ref(),
+        services.store.as_ref(),
+        services.now(),
+        &ours,
+        "tst-linux64",
+    )
+    .await
+    .expect("synced");
+    // THEN the stale image was written, noticed, and overwritten by the latest manifest's
+    assert_eq!(
+        *values.lock().expect("lock"),
+        vec!["ami-01111111".to_owned(), "ami-02222222".to_owned()]
+    );
+    assert_eq!(
+        written,
+        vec!["us-east-1:/golden-ami/tst-linux64/current=ami-02222222"]
+    );
+    assert_eq!(get.num_calls(), 2, "re-read until the generation held");
 }
 
 #[tokio::test]

@@ -499,6 +499,27 @@ impl Ec2 for AwsEc2 {
         Ok(())
     }
 
+    async fn deprecate_image(
+        &self,
+        region: &str,
+        image_id: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<()> {
+        let out = self
+            .clients
+            .get(region)
+            .enable_image_deprecation()
+            .image_id(image_id)
+            .deprecate_at(aws_smithy_types::DateTime::from_secs(at.timestamp()))
+            .send()
+            .await;
+        // An image already deregistered (pruned) has nothing left to deprecate.
+        unless_not_found(
+            out.map_err(|e| AwsError::from_sdk("EnableImageDeprecation", image_id, region, e)),
+        )?;
+        Ok(())
+    }
+
     async fn delete_snapshot(&self, region: &str, snapshot_id: &str) -> Result<()> {
         let out = self
             .clients

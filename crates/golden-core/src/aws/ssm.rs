@@ -80,6 +80,20 @@ impl Ssm for AwsSsm {
         Ok(())
     }
 
+    async fn delete_parameter(&self, region: &str, name: &str) -> Result<bool> {
+        let out = self
+            .clients
+            .get(region)
+            .delete_parameter()
+            .name(name)
+            .send()
+            .await;
+        let out = unless_not_found(
+            out.map_err(|e| AwsError::from_sdk("DeleteParameter", name, region, e)),
+        )?;
+        Ok(out.is_some())
+    }
+
     async fn agent_status(&self, region: &str, instance_id: &str) -> Result<Option<String>> {
         let filter = InstanceInformationStringFilter::builder()
             .key("InstanceIds")

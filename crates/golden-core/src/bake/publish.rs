@@ -54,8 +54,14 @@ pub async fn handle(services: &Services, bake: BakeState) -> Result<Published> {
         })
     })
     .await?;
-    let parameters =
-        sync_parameters(services.ssm.as_ref(), &updated.manifest, &bake.image_type).await?;
+    let parameters = sync_parameters(
+        services.ssm.as_ref(),
+        services.store.as_ref(),
+        services.now(),
+        &updated.manifest,
+        &bake.image_type,
+    )
+    .await?;
     tracing::info!(
         r#type = %bake.image_type,
         version = %bake.version,

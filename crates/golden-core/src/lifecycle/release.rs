@@ -16,24 +16,57 @@ async fn required_regions(services: &Services, image_type: &str) -> Vec<String> 
         .unwrap_or_default()
 }
 
+/// What a revoke did besides the manifest.
+#[derive(Debug)]
+pub struct Revoked {
+    pub updated: Updated,
+    /// What happened to the SSM parameters ("region:name=image" or "region:name deleted ...").
+    pub parameters: Vec<String>,
+    /// "region:image" marked deprecated in EC2.
+    pub deprecated: Vec<String>,
+}
+
 /// Marks `version` revoked; if it was current, rolls current back to the newest older published version
-/// with images in every required region (refusing to leave none unless `force`).
+/// with images in every required region (refusing to leave none unless `force`, which then deletes the
+/// type's parameters). The version's images are marked deprecated in EC2 too, so someone launching by
+/// hand sees it; the manifest is the record, so a failure there is an error to retry, after the manifest
+/// and the parameters are already right.
 pub async fn revoke(
     services: &Services,
     image_type: &str,
     version: &Version,
     reason: &str,
     force: bool,
-) -> Result<Updated> {
+) -> Result<Revoked> {
     let regions = required_regions(services, image_type).await;
     let now = services.now();
     let updated = update_manifest(services.store.as_ref(), now, |m| {
         m.revoke(image_type, version, reason, now, &regions, force)
     })
     .await?;
-    let parameters = sync_parameters(services.ssm.as_ref(), &updated.manifest, image_type).await?;
-    tracing::info!(r#type = %image_type, version = %version, changed = updated.changed, ?parameters, "revoked");
-    Ok(updated)
+    let parameters = sync_parameters(
+        services.ssm.as_ref(),
+        services.store.as_ref(),
+        now,
+        &updated.manifest,
+        image_type,
+    )
+    .await?;
+    // EC2 refuses a deprecation time in the past; a minute from now is the earliest it takes.
+    let at = now + chrono::TimeDelta::minutes(1);
+    let mut deprecated = Vec::new();
+    if let Some(entry) = updated.manifest.find(image_type, version) {
+        for (region, image_id) in &entry.images {
+            services.ec2.deprecate_image(region, image_id, at).await?;
+            deprecated.push(format!("{region}:{image_id}"));
+        }
+    }
+    tracing::info!(r#type = %image_type, version = %version, changed = updated.changed, ?parameters, ?deprecated, "revoked");
+    Ok(Revoked {
+        updated,
+        parameters,
+        deprecated,
+    })
 }
 
 /// Makes a published `version` (with images in every required region) the current one.
@@ -43,7 +76,14 @@ pub async fn promote(services: &Services, image_type: &str, version: &Version) -
         m.promote(image_type, version, &regions)
     })
     .await?;
-    let parameters = sync_parameters(services.ssm.as_ref(), &updated.manifest, image_type).await?;
+    let parameters = sync_parameters(
+        services.ssm.as_ref(),
+        services.store.as_ref(),
+        services.now(),
+        &updated.manifest,
+        image_type,
+    )
+    .await?;
     tracing::info!(r#type = %image_type, version = %version, changed = updated.changed, ?parameters, "promoted");
     Ok(updated)
 }
