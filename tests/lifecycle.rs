@@ -849,6 +849,151 @@ async fn revoke_rolls_current_back_and_promote_moves_it_forward_with_the_paramet
     assert_eq!(param(R2).await.as_deref(), Some(estate.id(&ty, R2, 3)));
 }
 
+#[tokio::test]
+async fn enforce_carries_on_past_an_instance_it_cannot_terminate_and_fails_naming_it() {
+    let _serial = SERIAL.lock().await;
+    let emu = Emulator::from_env().await;
+    let settings = [
+        ("GOLDEN_REGIONS", R1),
+        ("GOLDEN_ROLLOUT_MAX_FRACTION", "1.0"),
+    ];
+    let base = emu.services(&settings).await;
+    let enforce_fn = emu.function_services("EnforceFreshness", &settings).await;
+    let f = fleet(&emu, &base, "it-protected").await;
+    let typed = [(tags::TYPE, f.ty.as_str())];
+    // GIVEN two instances on a revoked image, the first with termination protection
+    let protected = emu.run_instance(R1, &f.revoked_image, &typed).await;
+    let plain = emu.run_instance(R1, &f.revoked_image, &typed).await;
+    let protect = |on: bool| {
+        emu.ec2(R1)
+            .modify_instance_attribute()
+            .instance_id(&protected)
+            .disable_api_termination(
+                aws_sdk_ec2::types::AttributeBooleanValue::builder()
+                    .value(on)
+                    .build(),
+            )
+            .send()
+    };
+    protect(true).await.expect("protect");
+    // WHEN a sweep runs
+    let services = at(&enforce_fn, f.current_created + Duration::hours(4));
+    let err = enforce::handle(&services, Trigger::Schedule)
+        .await
+        .expect_err("one instance cannot be terminated");
+    // THEN the other one is terminated all the same, and the run fails naming the protected one
+    let state = emu.instance_state(R1, &plain).await;
+    protect(false).await.expect("unprotect");
+    emu.ec2(R1)
+        .terminate_instances()
+        .instance_ids(&protected)
+        .send()
+        .await
+        .expect("clean up");
+    assert!(
+        matches!(state.as_str(), "terminated" | "shutting-down"),
+        "{plain} is {state}"
+    );
+    assert_eq!(err.error_type(), "ItemsFailed");
+    let text = err.to_string();
+    assert!(
+        text.starts_with(
+            "enforce-freshness: 1 of the run's items failed, the rest were done: terminate "
+        ) && text.contains(&format!("{protected} ({R1})"))
+            && !text.contains(&plain),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn reaper_carries_on_past_a_builder_it_cannot_terminate() {
+    let _serial = SERIAL.lock().await;
+    let emu = Emulator::from_env().await;
+    let reap_fn = emu.function_services("ReapBuilders", &[]).await;
+    let ty = unique_type("it-reap-partial");
+    // GIVEN two builders of an execution that no longer exists, the first termination-protected
+    let gone = format!("arn:aws:states:{R1}:123456789012:execution:bake:{ty}-gone");
+    let builder_tags = [
+        (tags::ROLE, "builder"),
+        (tags::TYPE, ty.as_str()),
+        (tags::EXECUTION, gone.as_str()),
+    ];
+    let protected = emu.run_instance(R1, &emu.base_ami, &builder_tags).await;
+    let plain = emu.run_instance(R1, &emu.base_ami, &builder_tags).await;
+    let protect = |on: bool| {
+        emu.ec2(R1)
+            .modify_instance_attribute()
+            .instance_id(&protected)
+            .disable_api_termination(
+                aws_sdk_ec2::types::AttributeBooleanValue::builder()
+                    .value(on)
+                    .build(),
+            )
+            .send()
+    };
+    protect(true).await.expect("protect");
+    // WHEN the reaper sweeps
+    let err = reap::handle(&reap_fn, Trigger::Schedule)
+        .await
+        .expect_err("one builder cannot be terminated");
+    let plain_state = emu.instance_state(R1, &plain).await;
+    protect(false).await.expect("unprotect");
+    emu.ec2(R1)
+        .terminate_instances()
+        .instance_ids(&protected)
+        .send()
+        .await
+        .expect("clean up");
+    // THEN the other builder is reaped all the same, and the run fails naming the protected one
+    assert!(
+        matches!(plain_state.as_str(), "terminated" | "shutting-down"),
+        "{plain} is {plain_state}"
+    );
+    assert_eq!(err.error_type(), "ItemsFailed");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("reap-builders: 1 of the run's items failed")
+            && text.contains(&format!("reap builder {protected} ({R1})"))
+            && !text.contains(&plain),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn reaper_frees_an_unreadable_lock_only_once_it_is_older_than_any_bake() {
+    let _serial = SERIAL.lock().await;
+    let emu = Emulator::from_env().await;
+    let reap_fn = emu.function_services("ReapBuilders", &[]).await;
+    let ty = unique_type("it-lock-garbage");
+    let key = format!("locks/{ty}.json");
+    // GIVEN a lock object that is not a lock record (a truncated write, a hand edit)
+    emu.s3()
+        .put_object()
+        .bucket(&emu.bucket)
+        .key(&key)
+        .body(b"{\"type\": \"trunc".to_vec().into())
+        .send()
+        .await
+        .expect("put");
+    // WHEN the reaper sweeps now THEN the lock stays: a bake may have written it a moment ago
+    let report = reap::handle(&reap_fn, Trigger::Schedule)
+        .await
+        .expect("reap now");
+    assert!(!report.locks_released.contains(&ty), "{report:?}");
+    assert!(emu.object(&key).await.is_some());
+    // WHEN it sweeps after the longest bake (no recipe: the default bound) plus the margin
+    let later = Utc::now()
+        + Duration::minutes(golden_core::reaping::DEFAULT_MAX_BUILD_MINUTES)
+        + Duration::minutes(reap_fn.config.lifecycle.reap_margin_minutes)
+        + Duration::minutes(1);
+    let report = reap::handle(&at(&reap_fn, later), Trigger::Schedule)
+        .await
+        .expect("reap later");
+    // THEN it is released, as dead
+    assert!(report.locks_released.contains(&ty), "{report:?}");
+    assert!(emu.object(&key).await.is_none(), "the lock is still there");
+}
+
 /// The deprecation time EC2 reports for an image, if any.
 async fn deprecation_of(emu: &Emulator, region: &str, image_id: &str) -> Option<String> {
     emu.ec2(region)

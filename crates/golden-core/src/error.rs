@@ -224,6 +224,9 @@ pub enum Error {
     Aws(Box<AwsError>),
     #[error("configuration: {0}")]
     Config(String),
+    /// A lifecycle run that carried on past items it could not act on; everything else was done.
+    #[error("{what}: {} of the run's items failed, the rest were done: {}", failed.len(), failed.join("; "))]
+    ItemsFailed { what: String, failed: Vec<String> },
 }
 
 impl Error {
@@ -242,6 +245,7 @@ impl Error {
             Error::ManifestCorrupt { .. } => "ManifestCorrupt",
             Error::Manifest(_) => "ManifestRejected",
             Error::ManifestConflict { .. } => "ManifestConflict",
+            Error::ItemsFailed { .. } => "ItemsFailed",
             Error::Aws(e) => match e.kind {
                 AwsErrorKind::Throttled => "Throttled",
                 AwsErrorKind::Transient => "Transient",

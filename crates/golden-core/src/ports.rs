@@ -194,6 +194,7 @@ pub trait Ssm: Send + Sync {
 pub struct StoredObject {
     pub body: Vec<u8>,
     pub etag: String,
+    pub last_modified: Option<DateTime<Utc>>,
 }
 
 /// When a put may happen.

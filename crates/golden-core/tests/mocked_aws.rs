@@ -901,3 +901,109 @@ async fn releasing_the_lock_deletes_only_the_copy_it_read() {
     assert!(!released);
     assert_eq!(conditional.num_calls(), 1);
 }
+
+#[tokio::test]
+async fn prune_carries_on_past_an_image_it_cannot_deregister_and_keeps_that_images_snapshot() {
+    use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice, Tag};
+    // GIVEN twelve old images of a type (the default keep is 10, so the two oldest go), the oldest of
+    // which EC2 refuses to deregister
+    let image = |n: u32| {
+        let tag = |k: &str, v: &str| Tag::builder().key(k).value(v).build();
+        Ec2Image::builder()
+            .image_id(format!("ami-{n:016x}"))
+            .name(format!("golden-t1-202501{n:02}T000000Z"))
+            .state(ImageState::Available)
+            .creation_date(format!("2025-01-{n:02}T00:00:00.000Z"))
+            .tags(tag("golden-ami:role", "image"))
+            .tags(tag("golden-ami:type", "t1"))
+            .tags(tag("golden-ami:version", &format!("202501{n:02}T000000Z")))
+            .block_device_mappings(
+                BlockDeviceMapping::builder()
+                    .device_name("/dev/xvda")
+                    .ebs(
+                        EbsBlockDevice::builder()
+                            .snapshot_id(format!("snap-{n:016x}"))
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build()
+    };
+    let images = mock!(aws_sdk_ec2::Client::describe_images).then_output(move || {
+        DescribeImagesOutput::builder()
+            .set_images(Some((1..=12).map(image).collect()))
+            .build()
+    });
+    let no_instances = mock!(aws_sdk_ec2::Client::describe_instances)
+        .then_output(|| DescribeInstancesOutput::builder().build());
+    let no_templates = mock!(aws_sdk_ec2::Client::describe_launch_templates).then_output(|| {
+        aws_sdk_ec2::operation::describe_launch_templates::DescribeLaunchTemplatesOutput::builder()
+            .build()
+    });
+    let no_snapshots = mock!(aws_sdk_ec2::Client::describe_snapshots).then_output(|| {
+        aws_sdk_ec2::operation::describe_snapshots::DescribeSnapshotsOutput::builder().build()
+    });
+    let refused = mock!(aws_sdk_ec2::Client::deregister_image)
+        .match_requests(|r| r.image_id() == Some("ami-0000000000000001"))
+        .then_http_response(|| {
+            ec2_error(403, "UnauthorizedOperation", "not authorized to deregister")
+        });
+    let deregistered = mock!(aws_sdk_ec2::Client::deregister_image).then_output(|| {
+        aws_sdk_ec2::operation::deregister_image::DeregisterImageOutput::builder().build()
+    });
+    let deleted = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = deleted.clone();
+    let delete_snapshot =
+        mock!(aws_sdk_ec2::Client::delete_snapshot).then_compute_output(move |r| {
+            sink.lock()
+                .expect("lock")
+                .push(r.snapshot_id().unwrap_or_default().to_owned());
+            aws_sdk_ec2::operation::delete_snapshot::DeleteSnapshotOutput::builder().build()
+        });
+    let no_parameters = mock!(aws_sdk_ssm::Client::get_parameters_by_path).then_output(|| {
+        aws_sdk_ssm::operation::get_parameters_by_path::GetParametersByPathOutput::builder().build()
+    });
+    let nothing_in_s3 =
+        mock!(aws_sdk_s3::Client::get_object).then_http_response(|| s3_error(404, "NoSuchKey"));
+    let mut services = services(
+        ec2(&[
+            &images,
+            &no_instances,
+            &no_templates,
+            &no_snapshots,
+            &refused,
+            &deregistered,
+            &delete_snapshot,
+        ]),
+        ssm(&[&no_parameters]),
+        s3(&[&nothing_in_s3]),
+    );
+    services.config = Arc::new(
+        Config::from_lookup(|k| match k {
+            "GOLDEN_BUCKET" => Some("golden-unit".to_owned()),
+            "GOLDEN_REGIONS" => Some("us-east-1".to_owned()),
+            _ => None,
+        })
+        .expect("config"),
+    );
+    // WHEN a scheduled prune runs
+    let err =
+        golden_core::lifecycle::prune::handle(&services, golden_core::lifecycle::Trigger::Schedule)
+            .await
+            .expect_err("one image could not be deregistered");
+    // THEN the second oldest image and its snapshot are deleted all the same, the refused image keeps
+    // its snapshot, and the run fails naming it
+    assert_eq!(refused.num_calls(), 1);
+    assert_eq!(deregistered.num_calls(), 1);
+    assert_eq!(
+        *deleted.lock().expect("lock"),
+        vec!["snap-0000000000000002".to_owned()]
+    );
+    assert_eq!(err.error_type(), "ItemsFailed");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("prune: 1 of the run's items failed, the rest were done: deregister ami-0000000000000001 (us-east-1): ")
+            && text.contains("UnauthorizedOperation"),
+        "{text}"
+    );
+}

@@ -61,6 +61,7 @@ impl ObjectStore for S3Store {
         };
         let Some(out) = out else { return Ok(None) };
         let etag = out.e_tag().unwrap_or_default().to_owned();
+        let last_modified = out.last_modified().and_then(super::to_chrono);
         let body = out.body.collect().await.map_err(|e| AwsError {
             operation: "GetObject",
             resource: self.location(key),
@@ -73,6 +74,7 @@ impl ObjectStore for S3Store {
         Ok(Some(StoredObject {
             body: body.into_bytes().to_vec(),
             etag,
+            last_modified,
         }))
     }
 

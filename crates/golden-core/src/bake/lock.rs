@@ -90,6 +90,44 @@ pub async fn holder(store: &dyn ObjectStore, image_type: &str) -> Result<Option<
     Ok(serde_json::from_slice(&existing.body).ok())
 }
 
+/// A lock object as the reaper sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lock {
+    Held(LockRecord),
+    /// Not a lock record (a truncated or hand-edited object): it names no holder to ask about.
+    Unreadable {
+        etag: String,
+        last_modified: Option<DateTime<Utc>>,
+        error: String,
+    },
+}
+
+/// The lock of `image_type`, readable or not, if there is one.
+pub async fn inspect(store: &dyn ObjectStore, image_type: &str) -> Result<Option<Lock>> {
+    let Some(existing) = store.get(&lock_key(image_type)).await? else {
+        return Ok(None);
+    };
+    Ok(Some(
+        match serde_json::from_slice::<LockRecord>(&existing.body) {
+            Ok(record) => Lock::Held(record),
+            Err(e) => Lock::Unreadable {
+                etag: existing.etag,
+                last_modified: existing.last_modified,
+                error: e.to_string(),
+            },
+        },
+    ))
+}
+
+/// Deletes an unreadable lock, only if it is still the object read (ETag); true if it was deleted.
+pub async fn release_unreadable(
+    store: &dyn ObjectStore,
+    image_type: &str,
+    etag: &str,
+) -> Result<bool> {
+    store.delete(&lock_key(image_type), Some(etag)).await
+}
+
 /// Releases the lock if `execution_id` holds it; true if it did. Never frees another execution's lock:
 /// the delete is conditional on the ETag read, so a holder that took over meanwhile keeps its lock.
 pub async fn release(

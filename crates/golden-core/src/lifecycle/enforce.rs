@@ -8,7 +8,7 @@
 use chrono::Duration;
 use serde::Serialize;
 
-use super::{sweep_regions, Trigger};
+use super::{finish, sweep_regions, ItemFailure, Trigger};
 use crate::bake::Services;
 use crate::error::{Error, Result};
 use crate::freshness::{self, EnforceAction, Enforcement, FleetInstance, Rollout};
@@ -24,6 +24,8 @@ pub struct EnforceReport {
     pub decisions: Vec<Enforcement>,
     /// Instances acted on (terminated or stopped); empty for `report` or a dry run.
     pub acted: Vec<String>,
+    /// Instances that could not be acted on (termination protection, a spot instance under `stop`, ...).
+    pub failures: Vec<ItemFailure>,
 }
 
 pub async fn handle(services: &Services, trigger: Trigger) -> Result<EnforceReport> {
@@ -107,6 +109,7 @@ pub async fn handle(services: &Services, trigger: Trigger) -> Result<EnforceRepo
         dry_run,
         decisions,
         acted: Vec::new(),
+        failures: Vec::new(),
     };
     for d in report.decisions.iter().filter(|d| d.act) {
         tracing::info!(region = %d.region, instance_id = %d.instance_id, verdict = ?d.verdict, action = ?rollout.action, dry_run, "recycling");
@@ -114,14 +117,22 @@ pub async fn handle(services: &Services, trigger: Trigger) -> Result<EnforceRepo
             continue;
         }
         let ids = std::slice::from_ref(&d.instance_id);
-        match rollout.action {
-            EnforceAction::Terminate => services.ec2.terminate_instances(&d.region, ids).await?,
-            EnforceAction::Stop => services.ec2.stop_instances(&d.region, ids).await?,
+        let done = match rollout.action {
+            EnforceAction::Terminate => services.ec2.terminate_instances(&d.region, ids).await,
+            EnforceAction::Stop => services.ec2.stop_instances(&d.region, ids).await,
             EnforceAction::Report => continue,
+        };
+        match done {
+            Ok(()) => report.acted.push(d.instance_id.clone()),
+            Err(e) => report.failures.push(ItemFailure::new(
+                format!("{} ({})", d.instance_id, d.region),
+                &rollout.action.to_string(),
+                &e,
+            )),
         }
-        report.acted.push(d.instance_id.clone());
     }
-    Ok(report)
+    let failures = report.failures.clone();
+    finish("enforce-freshness", report, &failures)
 }
 
 fn fleet_instance(services: &Services, region: &str, i: &Instance) -> FleetInstance {

@@ -16,6 +16,53 @@ use crate::recipe::Recipe;
 
 pub use trigger::Trigger;
 
+/// Something a lifecycle run could not do to one item (an instance, image, snapshot, builder or lock);
+/// the run carries on with the others.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemFailure {
+    /// The item and its region, e.g. `i-0abc (us-east-1)`.
+    pub item: String,
+    /// What was tried, e.g. `terminate`.
+    pub action: String,
+    pub error: String,
+}
+
+impl ItemFailure {
+    pub(crate) fn new(item: String, action: &str, error: &Error) -> Self {
+        tracing::error!(%item, action, %error, "item failed; carrying on with the others");
+        ItemFailure {
+            item,
+            action: action.to_owned(),
+            error: error.to_string(),
+        }
+    }
+}
+
+/// The end of a run that carried on past failed items: the report when none failed; else the whole
+/// report is logged and the invocation fails listing each failure, so alarms and retries see it.
+pub(crate) fn finish<R: serde::Serialize>(
+    what: &str,
+    report: R,
+    failures: &[ItemFailure],
+) -> Result<R> {
+    if failures.is_empty() {
+        return Ok(report);
+    }
+    tracing::error!(
+        report = %serde_json::to_string(&report).unwrap_or_default(),
+        failed = failures.len(),
+        "{what} finished with failed items"
+    );
+    Err(Error::ItemsFailed {
+        what: what.to_owned(),
+        failed: failures
+            .iter()
+            .map(|f| format!("{} {}: {}", f.action, f.item, f.error))
+            .collect(),
+    })
+}
+
 /// The regions a sweep covers: `GOLDEN_REGIONS`, or a clear error naming the setting.
 pub(crate) fn sweep_regions(services: &Services) -> Result<Vec<String>> {
     if services.config.regions.is_empty() {

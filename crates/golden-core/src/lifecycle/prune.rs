@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::Duration;
 use serde::Serialize;
 
-use super::{recipes, sweep_regions, Trigger};
+use super::{finish, recipes, sweep_regions, ItemFailure, Trigger};
 use crate::bake::Services;
 use crate::error::{Error, Result};
 use crate::ports::{Image, InstanceQuery};
@@ -47,6 +47,8 @@ pub struct PruneReport {
     pub deleted_snapshots: Vec<String>,
     /// Snapshots of ours that no image uses any more (deleted unless dry-run).
     pub orphan_snapshots: Vec<String>,
+    /// Images and snapshots that could not be deleted; the run carried on with the others.
+    pub failures: Vec<ItemFailure>,
 }
 
 pub async fn handle(services: &Services, trigger: Trigger) -> Result<PruneReport> {
@@ -85,6 +87,7 @@ pub async fn handle(services: &Services, trigger: Trigger) -> Result<PruneReport
         deregistered: Vec::new(),
         deleted_snapshots: Vec::new(),
         orphan_snapshots: Vec::new(),
+        failures: Vec::new(),
     };
     let (regions, only_type) = match &scope {
         Scope::All { regions } => (regions.clone(), None),
@@ -153,28 +156,54 @@ pub async fn handle(services: &Services, trigger: Trigger) -> Result<PruneReport
         .map(|d| (d.region.clone(), d.image_id.clone()))
         .collect();
     let snapshots = retention::snapshots_to_delete(&plan, &all_owned);
-    if !dry_run {
+    // Images that are still there after this run (kept, or their deregistration failed): their
+    // snapshots stay, whatever the plan said.
+    let mut still_there: BTreeSet<(String, String)> = BTreeSet::new();
+    if dry_run {
+        still_there.clone_from(&deleting);
+    } else {
         for (region, image_id) in &deleting {
-            services.ec2.deregister_image(region, image_id).await?;
-            tracing::info!(%region, image_id = %image_id, "deregistered");
-            report.deregistered.push(format!("{image_id} ({region})"));
+            match services.ec2.deregister_image(region, image_id).await {
+                Ok(()) => {
+                    tracing::info!(%region, image_id = %image_id, "deregistered");
+                    report.deregistered.push(format!("{image_id} ({region})"));
+                }
+                Err(e) => {
+                    report.failures.push(ItemFailure::new(
+                        format!("{image_id} ({region})"),
+                        "deregister",
+                        &e,
+                    ));
+                    still_there.insert((region.clone(), image_id.clone()));
+                }
+            }
         }
-        for (region, snapshot) in &snapshots {
-            services.ec2.delete_snapshot(region, snapshot).await?;
-            report
-                .deleted_snapshots
-                .push(format!("{snapshot} ({region})"));
+        let held: BTreeSet<(String, String)> = all_owned
+            .iter()
+            .filter(|c| still_there.contains(&(c.region.clone(), c.image_id.clone())))
+            .flat_map(|c| c.snapshot_ids.iter().map(|s| (c.region.clone(), s.clone())))
+            .collect();
+        for (region, snapshot) in snapshots.iter().filter(|pair| !held.contains(*pair)) {
+            match services.ec2.delete_snapshot(region, snapshot).await {
+                Ok(()) => report
+                    .deleted_snapshots
+                    .push(format!("{snapshot} ({region})")),
+                Err(e) => report.failures.push(ItemFailure::new(
+                    format!("{snapshot} ({region})"),
+                    "delete snapshot",
+                    &e,
+                )),
+            }
         }
     }
 
-    // Orphans: our snapshots that no remaining image of the account references.
     let mut referenced = BTreeSet::new();
     let mut ours = Vec::new();
     for (region, images) in &owned {
-        for image in images
-            .iter()
-            .filter(|i| !deleting.contains(&(region.clone(), i.image_id.clone())))
-        {
+        for image in images.iter().filter(|i| {
+            let key = (region.clone(), i.image_id.clone());
+            !deleting.contains(&key) || still_there.contains(&key)
+        }) {
             referenced.extend(
                 image
                     .snapshot_ids
@@ -204,14 +233,22 @@ pub async fn handle(services: &Services, trigger: Trigger) -> Result<PruneReport
             .take(budget)
     {
         if !dry_run {
-            services.ec2.delete_snapshot(&region, &snapshot).await?;
+            if let Err(e) = services.ec2.delete_snapshot(&region, &snapshot).await {
+                report.failures.push(ItemFailure::new(
+                    format!("{snapshot} ({region})"),
+                    "delete orphan snapshot",
+                    &e,
+                ));
+                continue;
+            }
         }
         report
             .orphan_snapshots
             .push(format!("{snapshot} ({region})"));
     }
     report.plan = Some(plan);
-    Ok(report)
+    let failures = report.failures.clone();
+    finish("prune", report, &failures)
 }
 
 fn candidate(region: &str, image: &Image) -> Candidate {

@@ -10,14 +10,17 @@ use std::collections::BTreeSet;
 use chrono::Duration;
 use serde::Serialize;
 
-use super::{recipes, sweep_regions, Trigger};
+use super::{finish, recipes, sweep_regions, ItemFailure, Trigger};
 use crate::bake::cleanup::{discard_execution_images, CleanupReport};
-use crate::bake::{lock, Services};
+use crate::bake::lock::{self, Lock};
+use crate::bake::Services;
 use crate::error::Result;
 use crate::ports::Instance;
 use crate::reaping::{self, Builder, ExecutionState, ReapVerdict};
+use crate::recipe::Recipe;
 use crate::tags;
 use crate::version::Version;
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -35,8 +38,10 @@ pub struct ReapedBuilder {
 pub struct ReapReport {
     pub dry_run: bool,
     pub builders: Vec<ReapedBuilder>,
-    /// Types whose lock was held by a dead execution and was released.
+    /// Types whose lock was held by a dead execution (or was unreadable and old) and was released.
     pub locks_released: Vec<String>,
+    /// Builders and locks that could not be handled; the run carried on with the others.
+    pub failures: Vec<ItemFailure>,
 }
 
 pub async fn handle(services: &Services, trigger: Trigger) -> Result<ReapReport> {
@@ -65,6 +70,7 @@ pub async fn handle(services: &Services, trigger: Trigger) -> Result<ReapReport>
         dry_run,
         builders: Vec::new(),
         locks_released: Vec::new(),
+        failures: Vec::new(),
     };
     let types: BTreeSet<String> = found
         .iter()
@@ -74,67 +80,13 @@ pub async fn handle(services: &Services, trigger: Trigger) -> Result<ReapReport>
     let margin = Duration::minutes(services.config.lifecycle.reap_margin_minutes);
 
     for (region, instance) in found {
-        let execution = instance.tags.get(tags::EXECUTION).cloned();
-        let state = execution_state(services, execution.as_deref()).await?;
-        let image_type = instance.tags.get(tags::TYPE).cloned();
-        let recipe = image_type.as_ref().and_then(|t| recipes.get(t));
-        let max_build = Duration::minutes(recipe.map_or(reaping::DEFAULT_MAX_BUILD_MINUTES, |r| {
-            i64::from(r.max_build_minutes)
-        }));
-        let builder = Builder {
-            region: region.clone(),
-            instance_id: instance.instance_id.clone(),
-            state: instance.state.clone(),
-            launch_time: instance.launch_time,
-            execution: execution.clone(),
-            image_type: image_type.clone(),
-        };
-        let verdict = reaping::reap_verdict(&builder, &state, max_build, margin, services.now());
-        tracing::info!(%region, instance_id = %instance.instance_id, ?execution, ?verdict, dry_run, "builder");
-        let mut cleanup = None;
-        if matches!(verdict, ReapVerdict::Reap { .. }) && !dry_run {
-            let mut done = CleanupReport::default();
-            services
-                .ec2
-                .terminate_instances(&region, std::slice::from_ref(&instance.instance_id))
-                .await?;
-            done.terminated.push(instance.instance_id.clone());
-            // A running (stuck) execution still owns its images: it fails at its next check once its
-            // builder is gone, and its own cleanup discards them. Only a dead one's are discarded here.
-            if let (Some(ty), Some(exec)) = (&image_type, &execution) {
-                if reaping::lock_is_dead(exec, &state) {
-                    let regions: BTreeSet<String> = recipe
-                        .map(|r| r.all_regions())
-                        .unwrap_or_else(|| vec![region.clone()])
-                        .into_iter()
-                        .collect();
-                    let version = instance
-                        .tags
-                        .get(tags::VERSION)
-                        .and_then(|v| Version::parse(v).ok());
-                    let known = BTreeSet::new();
-                    discard_execution_images(
-                        services,
-                        ty,
-                        exec,
-                        version.as_ref(),
-                        &regions,
-                        known,
-                        &mut done,
-                    )
-                    .await?;
-                    done.lock_released = lock::release(services.store.as_ref(), ty, exec).await?;
-                }
-            }
-            cleanup = Some(done);
+        let item = format!("{} ({region})", instance.instance_id);
+        match reap_one(services, &recipes, margin, dry_run, region, instance).await {
+            Ok(builder) => report.builders.push(builder),
+            Err(e) => report
+                .failures
+                .push(ItemFailure::new(item, "reap builder", &e)),
         }
-        report.builders.push(ReapedBuilder {
-            region,
-            instance_id: instance.instance_id,
-            execution,
-            verdict,
-            cleanup,
-        });
     }
 
     // Locks whose holder died without a builder to reap (e.g. it failed before launching one).
@@ -145,19 +97,135 @@ pub async fn handle(services: &Services, trigger: Trigger) -> Result<ReapReport>
         else {
             continue;
         };
-        let Some(holder) = lock::holder(services.store.as_ref(), ty).await? else {
-            continue;
-        };
-        let state = execution_state(services, Some(&holder.execution_id)).await?;
-        if reaping::lock_is_dead(&holder.execution_id, &state) {
+        match release_if_dead(services, ty, margin, dry_run).await {
+            Ok(true) => report.locks_released.push(ty.to_owned()),
+            Ok(false) => {}
+            Err(e) => report
+                .failures
+                .push(ItemFailure::new(key.clone(), "release lock", &e)),
+        }
+    }
+    let failures = report.failures.clone();
+    finish("reap-builders", report, &failures)
+}
+
+/// The recipe's bound on a bake of `ty`, or the default one.
+fn max_build(recipe: Option<&Recipe>) -> Duration {
+    Duration::minutes(recipe.map_or(reaping::DEFAULT_MAX_BUILD_MINUTES, |r| {
+        i64::from(r.max_build_minutes)
+    }))
+}
+
+async fn reap_one(
+    services: &Services,
+    recipes: &BTreeMap<String, Recipe>,
+    margin: Duration,
+    dry_run: bool,
+    region: String,
+    instance: Instance,
+) -> Result<ReapedBuilder> {
+    let execution = instance.tags.get(tags::EXECUTION).cloned();
+    let state = execution_state(services, execution.as_deref()).await?;
+    let image_type = instance.tags.get(tags::TYPE).cloned();
+    let recipe = image_type.as_ref().and_then(|t| recipes.get(t));
+    let builder = Builder {
+        region: region.clone(),
+        instance_id: instance.instance_id.clone(),
+        state: instance.state.clone(),
+        launch_time: instance.launch_time,
+        execution: execution.clone(),
+        image_type: image_type.clone(),
+    };
+    let verdict =
+        reaping::reap_verdict(&builder, &state, max_build(recipe), margin, services.now());
+    tracing::info!(%region, instance_id = %instance.instance_id, ?execution, ?verdict, dry_run, "builder");
+    let mut cleanup = None;
+    if matches!(verdict, ReapVerdict::Reap { .. }) && !dry_run {
+        let mut done = CleanupReport::default();
+        services
+            .ec2
+            .terminate_instances(&region, std::slice::from_ref(&instance.instance_id))
+            .await?;
+        done.terminated.push(instance.instance_id.clone());
+        // A running (stuck) execution still owns its images: it fails at its next check once its
+        // builder is gone, and its own cleanup discards them. Only a dead one's are discarded here.
+        if let (Some(ty), Some(exec)) = (&image_type, &execution) {
+            if reaping::lock_is_dead(exec, &state) {
+                let regions: BTreeSet<String> = recipe
+                    .map(|r| r.all_regions())
+                    .unwrap_or_else(|| vec![region.clone()])
+                    .into_iter()
+                    .collect();
+                let version = instance
+                    .tags
+                    .get(tags::VERSION)
+                    .and_then(|v| Version::parse(v).ok());
+                let known = BTreeSet::new();
+                discard_execution_images(
+                    services,
+                    ty,
+                    exec,
+                    version.as_ref(),
+                    &regions,
+                    known,
+                    &mut done,
+                )
+                .await?;
+                done.lock_released = lock::release(services.store.as_ref(), ty, exec).await?;
+            }
+        }
+        cleanup = Some(done);
+    }
+    Ok(ReapedBuilder {
+        region,
+        instance_id: instance.instance_id,
+        execution,
+        verdict,
+        cleanup,
+    })
+}
+
+/// Releases the lock of `ty` if its holder is dead, or if it is unreadable (so it names no holder to ask)
+/// and older than the type's longest bake plus the margin: no live bake can still hold it then. True if
+/// released (or, dry run, if it would be).
+async fn release_if_dead(
+    services: &Services,
+    ty: &str,
+    margin: Duration,
+    dry_run: bool,
+) -> Result<bool> {
+    match lock::inspect(services.store.as_ref(), ty).await? {
+        None => Ok(false),
+        Some(Lock::Held(holder)) => {
+            let state = execution_state(services, Some(&holder.execution_id)).await?;
+            if !reaping::lock_is_dead(&holder.execution_id, &state) {
+                return Ok(false);
+            }
             if !dry_run {
                 lock::release(services.store.as_ref(), ty, &holder.execution_id).await?;
             }
             tracing::info!(r#type = %ty, holder = %holder.execution_id, dry_run, "released the lock of a dead execution");
-            report.locks_released.push(ty.to_owned());
+            Ok(true)
+        }
+        Some(Lock::Unreadable {
+            etag,
+            last_modified,
+            error,
+        }) => {
+            let recipes = recipes(services, [ty.to_owned()]).await;
+            let dead_after = max_build(recipes.get(ty)) + margin;
+            let age = last_modified.map(|at| services.now() - at);
+            if age.is_none_or(|age| age < dead_after) {
+                tracing::warn!(r#type = %ty, %error, ?age, "unreadable bake lock, too young to be dead: left alone");
+                return Ok(false);
+            }
+            if !dry_run {
+                lock::release_unreadable(services.store.as_ref(), ty, &etag).await?;
+            }
+            tracing::warn!(r#type = %ty, %error, ?age, dry_run, "released an unreadable bake lock older than any bake");
+            Ok(true)
         }
     }
-    Ok(report)
 }
 
 /// Builders (any state but terminated) in every sweep region, with `tags` too.
