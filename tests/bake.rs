@@ -449,6 +449,72 @@ async fn bake_with_a_missing_instance_profile_fails_at_launch_naming_it() {
 }
 
 #[tokio::test]
+async fn a_bake_whose_cleanup_function_fails_still_ends_with_its_own_error_and_says_so() {
+    let _serial = SERIAL.lock().await;
+    let emu = Emulator::from_env().await;
+    let ty = unique_type("it-nocleanup");
+    // GIVEN the real state machine, but with a cleanup function that cannot be invoked
+    let described = emu
+        .sfn()
+        .describe_state_machine()
+        .state_machine_arn(&emu.state_machine_arn)
+        .send()
+        .await
+        .expect("DescribeStateMachine");
+    let definition = described
+        .definition()
+        .replace("function:terminate-builder", "function:no-such-cleanup");
+    assert_ne!(
+        definition,
+        described.definition(),
+        "the cleanup function is named"
+    );
+    let broken = emu
+        .sfn()
+        .create_state_machine()
+        .name(format!("bake-{ty}"))
+        .definition(definition)
+        .role_arn(described.role_arn())
+        .send()
+        .await
+        .expect("CreateStateMachine")
+        .state_machine_arn()
+        .to_owned();
+    // WHEN a bake fails at launch (no such instance profile) and its cleanup fails too
+    let mut input = input(&emu, &ty, 1);
+    input["recipe"]["instance_profile"] = json!("no-such-profile");
+    let arn = emu
+        .sfn()
+        .start_execution()
+        .state_machine_arn(&broken)
+        .name(format!("{ty}-1"))
+        .input(input.to_string())
+        .send()
+        .await
+        .expect("StartExecution")
+        .execution_arn()
+        .to_owned();
+    let done = emu.finish(&arn).await;
+    // the reaper's part, so the next tests find no lock of this type
+    let _ = emu
+        .s3()
+        .delete_object()
+        .bucket(&emu.bucket)
+        .key(format!("locks/{ty}.json"))
+        .send()
+        .await;
+    // THEN the bake fails with the launch's own error, its cause first, then the cleanup's failure
+    assert_eq!(done.status, ExecutionStatus::Failed);
+    assert_eq!(done.error.as_deref(), Some("AwsError"), "{:?}", done.cause);
+    let cause = done.cause.unwrap_or_default();
+    assert!(cause.contains("no-such-profile"), "{cause}");
+    assert!(
+        cause.contains("[cleanup failed too (") && cause.contains("reap-builders will"),
+        "{cause}"
+    );
+}
+
+#[tokio::test]
 async fn bake_with_a_broken_recipe_fails_listing_every_problem() {
     let _serial = SERIAL.lock().await;
     let emu = Emulator::from_env().await;

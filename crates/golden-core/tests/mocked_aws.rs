@@ -1007,3 +1007,124 @@ async fn prune_carries_on_past_an_image_it_cannot_deregister_and_keeps_that_imag
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn failed_bake_cleanup_frees_the_lock_first_and_carries_on_past_what_it_cannot_do() {
+    use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice, Tag};
+    use aws_sdk_s3::operation::delete_object::DeleteObjectOutput;
+    use golden_core::bake::cleanup::{self, TerminateInput};
+    let calls = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let ours = || {
+        Tag::builder()
+            .key("golden-ami:execution")
+            .value(EXEC)
+            .build()
+    };
+    // GIVEN a failed bake holding the lock, whose builder EC2 refuses to terminate and whose image it
+    // refuses to deregister
+    let lock = mock!(aws_sdk_s3::Client::get_object)
+        .match_requests(|r| r.key() == Some("locks/bld-linux64.json"))
+        .then_output(|| {
+            GetObjectOutput::builder()
+                .e_tag("\"l1\"")
+                .body(ByteStream::from(lock_of(EXEC)))
+                .build()
+        });
+    let no_manifest =
+        mock!(aws_sdk_s3::Client::get_object).then_http_response(|| s3_error(404, "NoSuchKey"));
+    let log = calls.clone();
+    let release = mock!(aws_sdk_s3::Client::delete_object)
+        .match_requests(|r| r.if_match() == Some("\"l1\""))
+        .then_compute_output(move |_| {
+            log.lock().expect("lock").push("release lock".into());
+            DeleteObjectOutput::builder().build()
+        });
+    let builder = mock!(aws_sdk_ec2::Client::describe_instances).then_output(move || {
+        let instance = Ec2Instance::builder()
+            .instance_id("i-0builder")
+            .state(
+                InstanceState::builder()
+                    .name(InstanceStateName::Running)
+                    .build(),
+            )
+            .tags(ours())
+            .tags(
+                Tag::builder()
+                    .key("golden-ami:role")
+                    .value("builder")
+                    .build(),
+            )
+            .build();
+        DescribeInstancesOutput::builder()
+            .reservations(Reservation::builder().instances(instance).build())
+            .build()
+    });
+    let log = calls.clone();
+    let terminate =
+        mock!(aws_sdk_ec2::Client::terminate_instances).then_compute_response(move |_| {
+            log.lock().expect("lock").push("terminate".into());
+            aws_smithy_mocks::MockResponse::Http(ec2_error(
+                403,
+                "UnauthorizedOperation",
+                "not authorized to terminate",
+            ))
+        });
+    let image = mock!(aws_sdk_ec2::Client::describe_images).then_output(move || {
+        let image = Ec2Image::builder()
+            .image_id("ami-0aaa1111")
+            .name("golden-bld-linux64-20261125T011500Z")
+            .state(ImageState::Available)
+            .tags(ours())
+            .block_device_mappings(
+                BlockDeviceMapping::builder()
+                    .device_name("/dev/xvda")
+                    .ebs(EbsBlockDevice::builder().snapshot_id("snap-0aaa").build())
+                    .build(),
+            )
+            .build();
+        DescribeImagesOutput::builder().images(image).build()
+    });
+    let deregister = mock!(aws_sdk_ec2::Client::deregister_image).then_http_response(|| {
+        ec2_error(403, "UnauthorizedOperation", "not authorized to deregister")
+    });
+    let delete_snapshot = mock!(aws_sdk_ec2::Client::delete_snapshot).then_output(|| {
+        aws_sdk_ec2::operation::delete_snapshot::DeleteSnapshotOutput::builder().build()
+    });
+    let services = services(
+        ec2(&[&builder, &terminate, &image, &deregister, &delete_snapshot]),
+        ssm(&[]),
+        s3(&[&lock, &no_manifest, &release]),
+    );
+    let mut state = serde_json::to_value(bake_state()).expect("state");
+    state["recipe"]["copy_to_regions"] = json!([]);
+    state["copies"] = json!([]);
+    state["error"] = json!({ "Error": "CommandFailed", "Cause": "{\"errorType\":\"CommandFailed\",\"errorMessage\":\"boom\"}" });
+    let input: TerminateInput =
+        serde_json::from_value(json!({ "outcome": "failed", "executionId": EXEC, "state": state }))
+            .expect("input");
+    // WHEN the cleanup runs
+    let report = cleanup::handle(&services, input)
+        .await
+        .expect("a failed bake's cleanup reports, it does not fail");
+    // THEN the lock was released first, the rest was tried, and the image keeps its snapshot
+    assert_eq!(
+        *calls.lock().expect("lock"),
+        vec!["release lock".to_owned(), "terminate".to_owned()]
+    );
+    assert!(report.lock_released);
+    assert_eq!(deregister.num_calls(), 1);
+    assert_eq!(delete_snapshot.num_calls(), 0);
+    assert!(report.terminated.is_empty() && report.deregistered.is_empty());
+    assert_eq!(report.failures.len(), 2, "{:?}", report.failures);
+    assert!(report.failures[0].starts_with("terminate builder i-0builder (us-east-1): "));
+    assert!(report.failures[1].starts_with("discard image ami-0aaa1111 (us-east-1): "));
+    // and the bake's own error leads the cause, followed by what cleanup could not do
+    assert_eq!(report.error.as_deref(), Some("CommandFailed"));
+    let cause = report.cause.unwrap_or_default();
+    assert!(
+        cause.starts_with("boom [cleanup: released the bake lock; could not: terminate builder i-0builder (us-east-1): ")
+            && cause.contains("discard image ami-0aaa1111 (us-east-1): ")
+            && cause.ends_with("(reap-builders retries these)]"),
+        "{cause}"
+    );
+}

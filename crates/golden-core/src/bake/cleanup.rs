@@ -96,6 +96,9 @@ pub struct CleanupReport {
     /// Images of this execution left alone because the manifest publishes them.
     pub kept_published: Vec<String>,
     pub lock_released: bool,
+    /// What a failed bake's cleanup could not do (it carries on past each failure); the reaper retries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -111,9 +114,30 @@ pub async fn handle(services: &Services, input: TerminateInput) -> Result<Cleanu
         return Ok(finish(report, input.outcome, state));
     };
     let exec = input.execution_id.as_str();
+    // A failed bake's cleanup does what it can and reports the rest: an error here would end the bake with
+    // a raw Lambda error instead of its own cause. A finished bake's errors go to the Catch (and Cleanup).
+    let failed = input.outcome == Outcome::Failed;
+    if failed {
+        // The lock first: whatever fails below, the next bake of the type must not wait for the reaper.
+        report.lock_released = best_effort(
+            &mut report.failures,
+            "release the bake lock",
+            lock::release(services.store.as_ref(), &image_type, exec).await,
+        )
+        .unwrap_or(false);
+    }
     let recipe = match &state.recipe {
         Some(r) => Some(r.clone()),
-        None => stored_recipe(services, &image_type).await?,
+        None => match stored_recipe(services, &image_type).await {
+            Ok(r) => r,
+            Err(e) if failed => {
+                report.failures.push(format!(
+                    "read the recipe (sweeping only the regions the state names): {e}"
+                ));
+                None
+            }
+            Err(e) => return Err(e),
+        },
     };
     let mut regions: BTreeSet<String> = recipe.iter().flat_map(|r| r.all_regions()).collect();
     regions.extend(state.builder.iter().map(|b| b.region.clone()));
@@ -128,14 +152,24 @@ pub async fn handle(services: &Services, input: TerminateInput) -> Result<Cleanu
     // Builders: by tag, plus the one in the state in case its tags never landed.
     let mut builders: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for region in &regions {
-        for i in services
+        let found = services
             .ec2
             .find_instances(
                 region,
                 &[(tags::ROLE, tags::ROLE_BUILDER), (tags::EXECUTION, exec)],
             )
-            .await?
-        {
+            .await;
+        let found = if failed {
+            best_effort(
+                &mut report.failures,
+                &format!("find the builders in {region}"),
+                found,
+            )
+            .unwrap_or_default()
+        } else {
+            found?
+        };
+        for i in found {
             builders
                 .entry(region.clone())
                 .or_default()
@@ -143,11 +177,21 @@ pub async fn handle(services: &Services, input: TerminateInput) -> Result<Cleanu
         }
     }
     if let Some(b) = &state.builder {
-        if let Some(i) = services
+        let described = services
             .ec2
             .describe_instance(&b.region, &b.instance_id)
-            .await?
-        {
+            .await;
+        let described = if failed {
+            best_effort(
+                &mut report.failures,
+                &format!("describe builder {} ({})", b.instance_id, b.region),
+                described,
+            )
+            .flatten()
+        } else {
+            described?
+        };
+        if let Some(i) = described {
             // The state is input: act on its instance only if it really is this execution's builder.
             let ours = i.tags.get(tags::EXECUTION).map(String::as_str) == Some(exec);
             if ours && !matches!(i.state.as_str(), "terminated" | "shutting-down") {
@@ -160,12 +204,20 @@ pub async fn handle(services: &Services, input: TerminateInput) -> Result<Cleanu
     }
     for (region, ids) in &builders {
         let ids: Vec<String> = ids.iter().cloned().collect();
-        services.ec2.terminate_instances(region, &ids).await?;
+        let terminated = services.ec2.terminate_instances(region, &ids).await;
+        if failed {
+            let what = format!("terminate builder {} ({region})", ids.join(", "));
+            if best_effort(&mut report.failures, &what, terminated).is_none() {
+                continue;
+            }
+        } else {
+            terminated?;
+        }
         tracing::info!(%region, instance_ids = ?ids, "builder terminated");
         report.terminated.extend(ids);
     }
 
-    if input.outcome == Outcome::Failed {
+    if failed {
         let known = state
             .image
             .iter()
@@ -182,10 +234,23 @@ pub async fn handle(services: &Services, input: TerminateInput) -> Result<Cleanu
             known,
             &mut report,
         )
-        .await?;
+        .await;
+    } else {
+        report.lock_released = lock::release(services.store.as_ref(), &image_type, exec).await?;
     }
-    report.lock_released = lock::release(services.store.as_ref(), &image_type, exec).await?;
     Ok(finish(report, input.outcome, state))
+}
+
+/// The value of `result`, or None with the failure noted as "`what`: error".
+fn best_effort<T>(failures: &mut Vec<String>, what: &str, result: Result<T>) -> Option<T> {
+    match result {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::error!(what, error = %e, "cleanup step failed; carrying on");
+            failures.push(format!("{what}: {e}"));
+            None
+        }
+    }
 }
 
 /// The type's stored recipe, for the regions to sweep when the state has none. A recipe that is gone or
@@ -208,6 +273,7 @@ async fn stored_recipe(services: &Services, image_type: &str) -> Result<Option<R
 
 /// Deregisters the images an execution made (found by its tag, its image name and `known` ids) unless
 /// the manifest publishes them, and deletes their snapshots. Used by the failed-bake cleanup and the reaper.
+/// Best effort: what it cannot do goes to `report.failures`, and it carries on with the rest.
 pub async fn discard_execution_images(
     services: &Services,
     image_type: &str,
@@ -216,7 +282,7 @@ pub async fn discard_execution_images(
     regions: &BTreeSet<String>,
     mut known: BTreeSet<(String, String)>,
     report: &mut CleanupReport,
-) -> Result<()> {
+) {
     let published: BTreeSet<String> = match read_manifest(services.store.as_ref(), services.now())
         .await
     {
@@ -229,21 +295,28 @@ pub async fn discard_execution_images(
         // An unreadable manifest cannot say what is published: keep every image rather than guess.
         Err(e) => {
             tracing::error!(error = %e, "cannot read the manifest; keeping this execution's images");
-            return Ok(());
+            report.failures.push(format!(
+                "discard this execution's images (kept: the manifest cannot say which are published): {e}"
+            ));
+            return;
         }
     };
     let name = version.map(|v| image_name(image_type, v));
+    let failures = &mut report.failures;
     for region in regions {
-        for image in services
+        let by_tag = services
             .ec2
             .find_images(region, None, &[(tags::EXECUTION, exec)])
-            .await?
-        {
+            .await;
+        let what = format!("find this execution's images in {region}");
+        for image in best_effort(failures, &what, by_tag).unwrap_or_default() {
             known.insert((region.clone(), image.image_id));
         }
         if let Some(name) = &name {
             // A copy whose tags were never applied is found by its name; never one of another execution.
-            for image in services.ec2.find_images(region, Some(name), &[]).await? {
+            let by_name = services.ec2.find_images(region, Some(name), &[]).await;
+            let what = format!("find image {name} in {region}");
+            for image in best_effort(failures, &what, by_name).unwrap_or_default() {
                 if image.tags.get(tags::EXECUTION).is_none_or(|e| e == exec) {
                     known.insert((region.clone(), image.image_id));
                 }
@@ -255,7 +328,9 @@ pub async fn discard_execution_images(
             report.kept_published.push(image_id);
             continue;
         }
-        let Some(image) = services.ec2.describe_image(&region, &image_id).await? else {
+        let what = format!("discard image {image_id} ({region})");
+        let described = services.ec2.describe_image(&region, &image_id).await;
+        let Some(Some(image)) = best_effort(&mut report.failures, &what, described) else {
             continue;
         };
         if image.state == "deregistered" {
@@ -270,15 +345,21 @@ pub async fn discard_execution_images(
             tracing::warn!(%region, image_id = %image_id, "not an image of this execution; left alone");
             continue;
         }
-        services.ec2.deregister_image(&region, &image_id).await?;
+        let deregistered = services.ec2.deregister_image(&region, &image_id).await;
+        if best_effort(&mut report.failures, &what, deregistered).is_none() {
+            // Its snapshots stay with it: deleting them would break an image that still exists.
+            continue;
+        }
         for snapshot in &image.snapshot_ids {
-            services.ec2.delete_snapshot(&region, snapshot).await?;
-            report.deleted_snapshots.push(snapshot.clone());
+            let deleted = services.ec2.delete_snapshot(&region, snapshot).await;
+            let what = format!("delete snapshot {snapshot} of image {image_id} ({region})");
+            if best_effort(&mut report.failures, &what, deleted).is_some() {
+                report.deleted_snapshots.push(snapshot.clone());
+            }
         }
         tracing::info!(%region, image_id = %image_id, snapshots = ?image.snapshot_ids, "discarded an unpublished image of a failed or abandoned bake");
         report.deregistered.push(format!("{image_id} ({region})"));
     }
-    Ok(())
 }
 
 fn finish(mut report: CleanupReport, outcome: Outcome, state: &PartialState) -> CleanupReport {
@@ -307,11 +388,17 @@ fn finish(mut report: CleanupReport, outcome: Outcome, state: &PartialState) -> 
         if report.lock_released {
             done.push("released the bake lock".to_owned());
         }
-        let done = if done.is_empty() {
+        let mut done = if done.is_empty() {
             "nothing to clean up".to_owned()
         } else {
             done.join("; ")
         };
+        if !report.failures.is_empty() {
+            done.push_str(&format!(
+                "; could not: {} (reap-builders retries these)",
+                report.failures.join("; ")
+            ));
+        }
         report.error = Some(error);
         report.cause = Some(format!("{message} [cleanup: {done}]"));
     }

@@ -82,7 +82,17 @@ pub async fn handle(services: &Services, trigger: Trigger) -> Result<ReapReport>
     for (region, instance) in found {
         let item = format!("{} ({region})", instance.instance_id);
         match reap_one(services, &recipes, margin, dry_run, region, instance).await {
-            Ok(builder) => report.builders.push(builder),
+            Ok(builder) => {
+                // Images it could not discard: the builder is reaped, but the run must say so.
+                for failure in builder.cleanup.iter().flat_map(|c| &c.failures) {
+                    report.failures.push(ItemFailure {
+                        item: item.clone(),
+                        action: "discard the execution's images".into(),
+                        error: failure.clone(),
+                    });
+                }
+                report.builders.push(builder);
+            }
             Err(e) => report
                 .failures
                 .push(ItemFailure::new(item, "reap builder", &e)),
@@ -170,7 +180,7 @@ async fn reap_one(
                     known,
                     &mut done,
                 )
-                .await?;
+                .await;
                 done.lock_released = lock::release(services.store.as_ref(), ty, exec).await?;
             }
         }
