@@ -960,6 +960,78 @@ async fn reaper_carries_on_past_a_builder_it_cannot_terminate() {
 }
 
 #[tokio::test]
+async fn reaper_discards_a_failed_bakes_leftover_images_in_every_region_without_a_builder() {
+    let _serial = SERIAL.lock().await;
+    let emu = Emulator::from_env().await;
+    let reap_fn = emu
+        .function_services("ReapBuilders", &[("GOLDEN_REGIONS", "us-east-1,us-west-2")])
+        .await;
+    let ty = unique_type("it-leftover");
+    // GIVEN a bake that failed (at launch: no such instance profile), so it never had a builder
+    let mut input = json!({ "type": ty, "recipe": emu.recipe(&ty, &[R2]), "pollSeconds": 1 });
+    input["recipe"]["instance_profile"] = json!("no-such-profile");
+    let failed = emu.start(&format!("{ty}-1"), &input).await;
+    let done = emu.finish(&failed).await;
+    assert_eq!(done.status, aws_sdk_sfn::types::ExecutionStatus::Failed);
+    // and images tagged with it in both regions that its cleanup did not remove, beside an image of
+    // an execution that never existed (prune's to judge, not the reaper's)
+    let mut leftovers = Vec::new();
+    for region in [R1, R2] {
+        let tags = [
+            (tags::ROLE, "image"),
+            (tags::TYPE, ty.as_str()),
+            (tags::EXECUTION, failed.as_str()),
+        ];
+        leftovers.push((
+            region,
+            emu.register_image(region, &format!("golden-{ty}-left-{region}"), &tags)
+                .await,
+        ));
+    }
+    let unknown = format!("arn:aws:states:{R1}:123456789012:execution:bake:{ty}-unknown");
+    let (kept, _) = emu
+        .register_image(
+            R1,
+            &format!("golden-{ty}-unknown"),
+            &[
+                (tags::ROLE, "image"),
+                (tags::TYPE, ty.as_str()),
+                (tags::EXECUTION, unknown.as_str()),
+            ],
+        )
+        .await;
+    // WHEN the reaper hears that the execution failed
+    let mut event: Value =
+        serde_json::from_str(include_str!("../events/sfn-execution-failed.json")).expect("sample");
+    event["detail"]["executionArn"] = json!(failed);
+    let report = reap::handle(&reap_fn, Trigger::try_from(event).expect("valid event"))
+        .await
+        .expect("reap");
+    // THEN both images and their snapshots are gone, and the other image is untouched
+    assert_eq!(report.orphan_images.len(), 1, "{report:?}");
+    assert_eq!(report.orphan_images[0].execution, failed);
+    for (region, (image, snapshots)) in &leftovers {
+        assert!(
+            !emu.image_exists(region, image).await,
+            "{image} in {region}"
+        );
+        for s in snapshots {
+            assert!(!emu.snapshot_exists(region, s).await, "{s} in {region}");
+        }
+    }
+    assert!(emu.image_exists(R1, &kept).await);
+    // and a later sweep finds nothing more of it
+    let again = reap::handle(&reap_fn, Trigger::Schedule)
+        .await
+        .expect("sweep");
+    assert!(
+        again.orphan_images.iter().all(|o| o.execution != failed),
+        "{again:?}"
+    );
+    let _ = emu.ec2(R1).deregister_image().image_id(&kept).send().await;
+}
+
+#[tokio::test]
 async fn reaper_frees_an_unreadable_lock_only_once_it_is_older_than_any_bake() {
     let _serial = SERIAL.lock().await;
     let emu = Emulator::from_env().await;

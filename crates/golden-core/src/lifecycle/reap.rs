@@ -40,8 +40,22 @@ pub struct ReapReport {
     pub builders: Vec<ReapedBuilder>,
     /// Types whose lock was held by a dead execution (or was unreadable and old) and was released.
     pub locks_released: Vec<String>,
-    /// Builders and locks that could not be handled; the run carried on with the others.
+    /// Executions that failed, timed out or were aborted with no builder left, whose unpublished images
+    /// were discarded (or, dry run, would be): the images their own cleanup could not remove.
+    pub orphan_images: Vec<CleanupOfExecution>,
+    /// Builders, images and locks that could not be handled; the run carried on with the others.
     pub failures: Vec<ItemFailure>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CleanupOfExecution {
+    pub execution: String,
+    pub status: String,
+    /// `image (region)` found with the execution's tag and not published.
+    pub images: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cleanup: Option<CleanupReport>,
 }
 
 pub async fn handle(services: &Services, trigger: Trigger) -> Result<ReapReport> {
@@ -70,6 +84,7 @@ pub async fn handle(services: &Services, trigger: Trigger) -> Result<ReapReport>
         dry_run,
         builders: Vec::new(),
         locks_released: Vec::new(),
+        orphan_images: Vec::new(),
         failures: Vec::new(),
     };
     let types: BTreeSet<String> = found
@@ -99,6 +114,54 @@ pub async fn handle(services: &Services, trigger: Trigger) -> Result<ReapReport>
         }
     }
 
+    // Images of ended executions that no builder led to: their cleanup failed to discard them, or the
+    // builder was gone before the reaper looked. Found by the execution tag in every region.
+    let reaped: BTreeSet<String> = report
+        .builders
+        .iter()
+        .filter(|b| b.cleanup.is_some())
+        .filter_map(|b| b.execution.clone())
+        .collect();
+    let only = match &trigger {
+        Trigger::ExecutionStatus { execution_arn, .. } => Some(Some(execution_arn.as_str())),
+        Trigger::Schedule | Trigger::Manual { .. } => Some(None),
+        // A builder's state change concerns that builder only: the sweep finds the rest.
+        Trigger::InstanceState { .. } => None,
+    };
+    let found = match only {
+        Some(only) => images_of_ended_executions(services, only, &reaped).await,
+        None => Ok(BTreeMap::new()),
+    };
+    match found {
+        Ok(found) => {
+            for (exec, images) in found {
+                match discard_orphans(services, &exec, images, dry_run).await {
+                    Ok(Some(done)) => {
+                        for failure in done.cleanup.iter().flat_map(|c| &c.failures) {
+                            report.failures.push(ItemFailure {
+                                item: exec.clone(),
+                                action: "discard the execution's images".into(),
+                                error: failure.clone(),
+                            });
+                        }
+                        report.orphan_images.push(done);
+                    }
+                    Ok(None) => {}
+                    Err(e) => report.failures.push(ItemFailure::new(
+                        exec.clone(),
+                        "discard the execution's images",
+                        &e,
+                    )),
+                }
+            }
+        }
+        Err(e) => report.failures.push(ItemFailure::new(
+            "images of ended executions".into(),
+            "find",
+            &e,
+        )),
+    }
+
     // Locks whose holder died without a builder to reap (e.g. it failed before launching one).
     for key in services.store.list("locks/").await? {
         let Some(ty) = key
@@ -117,6 +180,98 @@ pub async fn handle(services: &Services, trigger: Trigger) -> Result<ReapReport>
     }
     let failures = report.failures.clone();
     finish("reap-builders", report, &failures)
+}
+
+/// Our unpublished golden images by execution, in every sweep region (of one execution, if `only`),
+/// leaving out executions already handled with their builder.
+async fn images_of_ended_executions(
+    services: &Services,
+    only: Option<&str>,
+    handled: &BTreeSet<String>,
+) -> Result<BTreeMap<String, Vec<(String, crate::ports::Image)>>> {
+    let published: BTreeSet<String> =
+        crate::publishing::read_manifest(services.store.as_ref(), services.now())
+            .await?
+            .0
+            .types
+            .values()
+            .flat_map(|t| &t.versions)
+            .flat_map(|v| v.images.values().cloned())
+            .collect();
+    let mut filter = vec![(tags::ROLE, tags::ROLE_IMAGE)];
+    if let Some(exec) = only {
+        filter.push((tags::EXECUTION, exec));
+    }
+    let mut out: BTreeMap<String, Vec<(String, crate::ports::Image)>> = BTreeMap::new();
+    for region in sweep_regions(services)? {
+        for image in services.ec2.find_images(&region, None, &filter).await? {
+            let Some(exec) = image.tags.get(tags::EXECUTION).cloned() else {
+                continue;
+            };
+            if published.contains(&image.image_id)
+                || handled.contains(&exec)
+                || image.state == "deregistered"
+            {
+                continue;
+            }
+            out.entry(exec).or_default().push((region.clone(), image));
+        }
+    }
+    Ok(out)
+}
+
+/// Discards the images of `exec` if it ended without success (FAILED, TIMED_OUT, ABORTED). A running or
+/// succeeded execution keeps them (a published image that left the manifest's history is prune's to
+/// judge), and so does one Step Functions no longer knows: its images are prune's too.
+async fn discard_orphans(
+    services: &Services,
+    exec: &str,
+    images: Vec<(String, crate::ports::Image)>,
+    dry_run: bool,
+) -> Result<Option<CleanupOfExecution>> {
+    let ExecutionState::Ended { status } = execution_state(services, Some(exec)).await? else {
+        return Ok(None);
+    };
+    if !matches!(status.as_str(), "FAILED" | "TIMED_OUT" | "ABORTED") {
+        return Ok(None);
+    }
+    let listed = images
+        .iter()
+        .map(|(region, i)| format!("{} ({region})", i.image_id))
+        .collect();
+    let Some(image_type) = images
+        .iter()
+        .find_map(|(_, i)| i.tags.get(tags::TYPE).cloned())
+    else {
+        return Ok(None);
+    };
+    let mut cleanup = None;
+    if !dry_run {
+        let regions: BTreeSet<String> = images.iter().map(|(r, _)| r.clone()).collect();
+        let known = images
+            .iter()
+            .map(|(r, i)| (r.clone(), i.image_id.clone()))
+            .collect();
+        let mut done = CleanupReport::default();
+        discard_execution_images(
+            services,
+            &image_type,
+            exec,
+            None,
+            &regions,
+            known,
+            &mut done,
+        )
+        .await;
+        cleanup = Some(done);
+    }
+    tracing::info!(execution = %exec, %status, images = ?listed, dry_run, "images of an ended execution without its builder");
+    Ok(Some(CleanupOfExecution {
+        execution: exec.to_owned(),
+        status,
+        images: listed,
+        cleanup,
+    }))
 }
 
 /// The recipe's bound on a bake of `ty`, or the default one.
