@@ -1066,6 +1066,73 @@ async fn reaper_frees_an_unreadable_lock_only_once_it_is_older_than_any_bake() {
     assert!(emu.object(&key).await.is_none(), "the lock is still there");
 }
 
+#[tokio::test]
+async fn sweeps_cover_every_pushed_recipes_regions_besides_golden_regions() {
+    let _serial = SERIAL.lock().await;
+    let emu = Emulator::from_env().await;
+    let ty = unique_type("it-regions");
+    // GIVEN GOLDEN_REGIONS with one region, and a recipe that copies to a region it does not list
+    let key = format!("recipes/{ty}.json");
+    emu.s3()
+        .put_object()
+        .bucket(&emu.bucket)
+        .key(&key)
+        .body(
+            emu.recipe(&ty, &["ap-southeast-2"])
+                .to_string()
+                .into_bytes()
+                .into(),
+        )
+        .send()
+        .await
+        .expect("push recipe");
+    let settings = [("GOLDEN_REGIONS", R1)];
+    let prune_fn = emu.function_services("Prune", &settings).await;
+    let enforce_fn = emu.function_services("EnforceFreshness", &settings).await;
+    // WHEN prune plans and enforce sweeps
+    let report = prune::handle(&prune_fn, Trigger::Manual { dry_run: true }).await;
+    let enforced = enforce::handle(&enforce_fn, Trigger::Manual { dry_run: true }).await;
+    let _ = emu
+        .s3()
+        .delete_object()
+        .bucket(&emu.bucket)
+        .key(&key)
+        .send()
+        .await;
+    // THEN the recipe's copy region is swept too
+    let report = report.expect("prune dry run");
+    let prune::Scope::All { regions } = &report.scope else {
+        panic!("{:?}", report.scope)
+    };
+    assert!(
+        regions.contains(&"ap-southeast-2".to_owned()) && regions.contains(&R1.to_owned()),
+        "{regions:?}"
+    );
+    enforced.expect("enforce dry run");
+    // and with no region from either source, the error names the setting
+    let mut bare = emu
+        .function_services("Prune", &[("GOLDEN_REGIONS", "")])
+        .await;
+    let empty = emu
+        .services(&[("GOLDEN_BUCKET", "golden-ami-empty-regions")])
+        .await;
+    bare.store = empty.store.clone();
+    let _ = emu
+        .s3()
+        .create_bucket()
+        .bucket("golden-ami-empty-regions")
+        .send()
+        .await;
+    let err = prune::handle(&bare, Trigger::Manual { dry_run: true })
+        .await
+        .expect_err("nothing to sweep");
+    assert!(
+        err.to_string()
+            .contains("GOLDEN_REGIONS is empty and no recipe is pushed"),
+        "{err}"
+    );
+}
+
 /// The deprecation time EC2 reports for an image, if any.
 async fn deprecation_of(emu: &Emulator, region: &str, image_id: &str) -> Option<String> {
     emu.ec2(region)

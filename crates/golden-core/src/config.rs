@@ -11,7 +11,8 @@ pub struct Config {
     pub bucket: String,
     /// `GOLDEN_TYPE_TAG`: the tag key whose value is a fleet instance's image type.
     pub type_tag: String,
-    /// `GOLDEN_REGIONS`: regions the CLI and sweeps scan; empty means "the recipe's regions".
+    /// `GOLDEN_REGIONS`: regions the CLI and sweeps scan, besides every pushed recipe's regions (which are
+    /// always scanned); empty means only the recipes' regions.
     pub regions: Vec<String>,
     /// `GOLDEN_STATE_MACHINE_ARN`: the bake state machine, for the CLI and the reaper.
     pub state_machine_arn: Option<String>,

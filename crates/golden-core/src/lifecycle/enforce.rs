@@ -87,7 +87,7 @@ pub async fn handle(services: &Services, trigger: Trigger) -> Result<EnforceRepo
         }
         Trigger::Schedule | Trigger::Manual { .. } => {
             let mut fleet = Vec::new();
-            for region in sweep_regions(services)? {
+            for region in sweep_regions(services).await? {
                 let query = InstanceQuery {
                     tag_keys: vec![services.config.type_tag.clone()],
                     states: vec!["running".into()],

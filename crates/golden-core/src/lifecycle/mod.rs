@@ -63,14 +63,31 @@ pub(crate) fn finish<R: serde::Serialize>(
     })
 }
 
-/// The regions a sweep covers: `GOLDEN_REGIONS`, or a clear error naming the setting.
-pub(crate) fn sweep_regions(services: &Services) -> Result<Vec<String>> {
-    if services.config.regions.is_empty() {
+/// The regions a sweep covers: `GOLDEN_REGIONS` and every pushed recipe's build and copy regions, so a
+/// recipe region missing from the setting is still pruned, enforced and reaped. A recipe that cannot be
+/// parsed adds nothing (it is logged); neither source giving a region is a clear error naming the setting.
+pub(crate) async fn sweep_regions(services: &Services) -> Result<Vec<String>> {
+    let mut regions: std::collections::BTreeSet<String> =
+        services.config.regions.iter().cloned().collect();
+    for key in services.store.list("recipes/").await? {
+        let Some(object) = services.store.get(&key).await? else {
+            continue; // deleted since the listing
+        };
+        match Recipe::from_json_slice(&object.body, &key) {
+            Ok(recipe) => regions.extend(recipe.all_regions()),
+            Err(e) => {
+                tracing::warn!(%key, error = %e, "recipe unusable; its regions are not swept")
+            }
+        }
+    }
+    if regions.is_empty() {
         return Err(Error::Config(
-            "GOLDEN_REGIONS is empty; set it to the comma-separated regions your golden AMIs live in".into(),
+            "no regions to sweep: GOLDEN_REGIONS is empty and no recipe is pushed; set GOLDEN_REGIONS to the \
+             comma-separated regions your golden AMIs live in, or push the recipes"
+                .into(),
         ));
     }
-    Ok(services.config.regions.clone())
+    Ok(regions.into_iter().collect())
 }
 
 /// Recipes pushed to the bucket, by type, for their `keep`, `max_build_minutes` and regions. A type whose

@@ -57,13 +57,13 @@ pub async fn handle(services: &Services, trigger: Trigger) -> Result<PruneReport
         Trigger::Schedule => (
             settings.prune_dry_run,
             Scope::All {
-                regions: sweep_regions(services)?,
+                regions: sweep_regions(services).await?,
             },
         ),
         Trigger::Manual { dry_run } => (
             dry_run || settings.prune_dry_run,
             Scope::All {
-                regions: sweep_regions(services)?,
+                regions: sweep_regions(services).await?,
             },
         ),
         Trigger::InstanceState {

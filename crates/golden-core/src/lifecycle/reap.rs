@@ -203,7 +203,7 @@ async fn images_of_ended_executions(
         filter.push((tags::EXECUTION, exec));
     }
     let mut out: BTreeMap<String, Vec<(String, crate::ports::Image)>> = BTreeMap::new();
-    for region in sweep_regions(services)? {
+    for region in sweep_regions(services).await? {
         for image in services.ec2.find_images(&region, None, &filter).await? {
             let Some(exec) = image.tags.get(tags::EXECUTION).cloned() else {
                 continue;
@@ -401,7 +401,7 @@ async fn all_builders(
     let mut filter = vec![(tags::ROLE, tags::ROLE_BUILDER)];
     filter.extend_from_slice(tags);
     let mut out = Vec::new();
-    for region in sweep_regions(services)? {
+    for region in sweep_regions(services).await? {
         for instance in services.ec2.find_instances(&region, &filter).await? {
             out.push((region.clone(), instance));
         }
