@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::{DateTime, Duration, DurationRound, TimeZone, Utc};
 use golden_core::bake::Services;
 use golden_core::lifecycle::{enforce, prune, reap, release, Trigger};
 use golden_core::manifest::{Edit, VersionEntry, VersionStatus};
@@ -513,7 +513,29 @@ struct Fleet {
     fresh_image: String,
 }
 
-/// A type with v3 current, v2 published and v1 revoked, each with an image in us-east-1.
+/// Sets (or, with None, removes) a type's `becameCurrentAt` in the stored manifest.
+async fn set_became_current_at(emu: &Emulator, ty: &str, at: Option<DateTime<Utc>>) {
+    let mut manifest: Value =
+        serde_json::from_slice(&emu.object(MANIFEST_KEY).await.expect("manifest")).expect("json");
+    let entry = manifest["types"][ty].as_object_mut().expect("type");
+    match at {
+        Some(at) => entry.insert("becameCurrentAt".into(), json!(at.to_rfc3339())),
+        None => entry.remove("becameCurrentAt"),
+    };
+    emu.s3()
+        .put_object()
+        .bucket(&emu.bucket)
+        .key(MANIFEST_KEY)
+        .body(manifest.to_string().into_bytes().into())
+        .send()
+        .await
+        .expect("put manifest");
+}
+
+/// A type with v3 current, v2 published and v1 revoked, each with an image in us-east-1. Its versions
+/// are dated October 2026 while moto launches instances now, so the manifest is left without
+/// `becameCurrentAt` (as one written before it was recorded): the rollout counts from v3's creation, and
+/// no instance looks launched after the switch.
 async fn fleet(emu: &Emulator, services: &Services, prefix: &str) -> Fleet {
     let ty = unique_type(prefix);
     let mut ids = Vec::new();
@@ -541,6 +563,7 @@ async fn fleet(emu: &Emulator, services: &Services, prefix: &str) -> Fleet {
         ],
     )
     .await;
+    set_became_current_at(emu, &ty, None).await;
     Fleet {
         ty,
         current_created: version(3).created_at(),
@@ -609,6 +632,143 @@ async fn freshness_recycles_revoked_and_stale_instances_but_never_builders_or_ex
 }
 
 #[tokio::test]
+async fn a_launcher_pinned_to_a_revoked_image_cannot_make_enforcement_loop() {
+    let _serial = SERIAL.lock().await;
+    let emu = Emulator::from_env().await;
+    let settings = [
+        ("GOLDEN_REGIONS", R1),
+        ("GOLDEN_ROLLOUT_MAX_FRACTION", "0.1"),
+    ];
+    let base = emu.services(&settings).await;
+    let enforce_fn = emu.function_services("EnforceFreshness", &settings).await;
+    // GIVEN a type whose v1 is revoked (the manifest records when v3 became current), and a launch
+    // template, as an Auto Scaling group would use, that still names v1's image
+    let f = fleet(&emu, &base, "it-pinned").await;
+    // (as a revoke or promote now would stamp it; instance launch times have whole seconds)
+    set_became_current_at(
+        &emu,
+        &f.ty,
+        Some(
+            Utc::now()
+                .duration_trunc(Duration::seconds(1))
+                .expect("trunc"),
+        ),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let lt = format!("{}-lt", f.ty);
+    emu.ec2(R1)
+        .create_launch_template()
+        .launch_template_name(&lt)
+        .launch_template_data(
+            aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                .image_id(&f.revoked_image)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("CreateLaunchTemplate");
+    let launch = || async {
+        let tags = aws_sdk_ec2::types::TagSpecification::builder()
+            .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
+            .tags(
+                aws_sdk_ec2::types::Tag::builder()
+                    .key(tags::TYPE)
+                    .value(&f.ty)
+                    .build(),
+            )
+            .build();
+        emu.ec2(R1)
+            .run_instances()
+            .launch_template(
+                aws_sdk_ec2::types::LaunchTemplateSpecification::builder()
+                    .launch_template_name(&lt)
+                    .build(),
+            )
+            .min_count(1)
+            .max_count(1)
+            .tag_specifications(tags)
+            .send()
+            .await
+            .expect("RunInstances")
+            .instances()[0]
+            .instance_id()
+            .expect("id")
+            .to_owned()
+    };
+    let event = |id: &str| {
+        let mut event: Value =
+            serde_json::from_str(include_str!("../events/ec2-running.json")).expect("sample");
+        event["region"] = json!(R1);
+        event["detail"]["instance-id"] = json!(id);
+        Trigger::try_from(event).expect("event")
+    };
+    let mut launched = Vec::new();
+    // WHEN five times in a row the launcher starts an instance and its `running` event arrives
+    let mut notes = Vec::new();
+    for _ in 0..5 {
+        let id = launch().await;
+        launched.push(id.clone());
+        let report = enforce::handle(&enforce_fn, event(&id))
+            .await
+            .expect("enforce");
+        assert!(report.acted.is_empty(), "{report:?}");
+        notes.push(report.decisions[0].clone());
+    }
+    // THEN none is acted on: each was launched after the switch, so each names its launcher
+    for d in &notes {
+        assert!(
+            matches!(
+                d.verdict,
+                golden_core::freshness::Verdict::PinnedLauncher { revoked: true, .. }
+            ),
+            "{d:?}"
+        );
+        assert!(d.note.contains("its launcher"), "{}", d.note);
+        assert_eq!(emu.instance_state(R1, &d.instance_id).await, "running");
+    }
+
+    // GIVEN the same with a manifest written before the moment was recorded (guard (a) alone)
+    set_became_current_at(&emu, &f.ty, None).await;
+    // WHEN five more launches and events follow, each acted-on instance relaunched
+    let mut acted = Vec::new();
+    let mut deferred = Vec::new();
+    for _ in 0..5 {
+        let id = launch().await;
+        launched.push(id.clone());
+        let report = enforce::handle(&enforce_fn, event(&id))
+            .await
+            .expect("enforce");
+        acted.extend(report.acted.clone());
+        deferred.extend(report.decisions.into_iter().filter(|d| !d.act));
+    }
+    // THEN at most the cap (a tenth of the type's running fleet, at least one) is acted on in the hour,
+    // and each of the rest says why
+    let result = (acted.clone(), deferred.clone());
+    for id in &launched {
+        let _ = emu
+            .ec2(R1)
+            .terminate_instances()
+            .instance_ids(id)
+            .send()
+            .await;
+    }
+    let (acted, deferred) = result;
+    assert_eq!(acted.len(), 1, "{acted:?}");
+    assert_eq!(deferred.len(), 4, "{deferred:?}");
+    for d in &deferred {
+        assert!(
+            d.note.starts_with(&format!(
+                "due, but the event path already acted on 1 {} instance(s) in the last 60m",
+                f.ty
+            )),
+            "{}",
+            d.note
+        );
+    }
+}
+
+#[tokio::test]
 async fn freshness_inside_the_window_follows_the_deterministic_stagger_and_the_sweep_cap() {
     let _serial = SERIAL.lock().await;
     let emu = Emulator::from_env().await;
@@ -621,6 +781,11 @@ async fn freshness_inside_the_window_follows_the_deterministic_stagger_and_the_s
     let f = fleet(&emu, &base, "it-stagger").await;
     let stale = emu
         .run_instances(R1, &f.stale_image, &[(tags::TYPE, f.ty.as_str())], 8)
+        .await;
+    // and eight on the current image, so the event path's cap (GOLDEN_ROLLOUT_MAX_FRACTION 1.0 of the
+    // running fleet) stays above what this test recycles: the stagger alone decides here
+    let _ballast = emu
+        .run_instances(R1, &f.fresh_image, &[(tags::TYPE, f.ty.as_str())], 8)
         .await;
     // halfway through the window, an instance's `running` event recycles it iff its stagger is below 1/2
     let services = at(&enforce_fn, f.current_created + Duration::minutes(90));

@@ -43,6 +43,8 @@ pub struct FleetInstance {
     pub builder: bool,
     /// Tag `golden-ami:exempt` == `true`.
     pub exempt: bool,
+    /// When EC2 launched it (unknown: treated as launched before anything).
+    pub launched_at: Option<DateTime<Utc>>,
 }
 
 /// What the manifest says about an instance's image.
@@ -76,6 +78,17 @@ pub enum Verdict {
     Exempt,
     /// Not running: a stopped or stopping instance is checked when it runs again.
     NotRunning,
+    /// Runs a stale or revoked image, launched after its type's current version became current: whatever
+    /// launched it (a pinned launch template, an AMI id in a script) still names that image, so acting
+    /// would only make it launch another, forever. Reported (and counted in the `PinnedLaunches` metric),
+    /// never acted on: the launcher is what needs fixing.
+    PinnedLauncher {
+        image_id: String,
+        revoked: bool,
+        launched_at: DateTime<Utc>,
+        current_version: String,
+        current_since: DateTime<Utc>,
+    },
 }
 
 /// What enforcement does to an instance it acts on.
@@ -163,18 +176,35 @@ pub fn verdict(instance: &FleetInstance, manifest: &Manifest, now: DateTime<Utc>
     if &instance.image_id == current_image {
         return Verdict::Fresh;
     }
-    if let Some(revoked) = entry.versions.iter().find(|v| {
+    let revoked = entry.versions.iter().find(|v| {
         v.status == VersionStatus::Revoked && v.images.values().any(|i| i == &instance.image_id)
-    }) {
+    });
+    // Launched from an outdated image after the current version became current: its launcher is pinned.
+    // Without the moment (a manifest written before it was recorded), nothing can be told: act as usual.
+    if let (Some(since), Some(launched)) = (entry.became_current_at, instance.launched_at) {
+        if launched > since {
+            return Verdict::PinnedLauncher {
+                image_id: instance.image_id.clone(),
+                revoked: revoked.is_some(),
+                launched_at: launched,
+                current_version: current.version.to_string(),
+                current_since: since,
+            };
+        }
+    }
+    if let Some(revoked) = revoked {
         return Verdict::Revoked {
             version: revoked.version.to_string(),
             reason: revoked.revoked_reason.clone(),
         };
     }
+    // The rollout counts from when the version became current (a promoted older version is as new to
+    // the fleet as a fresh one), else from its creation.
+    let since = entry.became_current_at.unwrap_or(current.created_at);
     Verdict::Stale {
         current_version: current.version.to_string(),
         current_image: current_image.clone(),
-        age_minutes: (now - current.created_at).num_minutes().max(0),
+        age_minutes: (now - since).num_minutes().max(0),
     }
 }
 
@@ -303,8 +333,8 @@ pub fn plan_sweep(
     out
 }
 
-/// The log line for one instance's verdict before the cap.
-fn note(i: &FleetInstance, verdict: &Verdict, due: bool, window: Duration) -> String {
+/// The log line for one instance's verdict before any cap.
+pub fn note(i: &FleetInstance, verdict: &Verdict, due: bool, window: Duration) -> String {
     let window_minutes = window.num_minutes();
     match verdict {
         Verdict::Fresh => "on the current image".to_owned(),
@@ -348,6 +378,20 @@ fn note(i: &FleetInstance, verdict: &Verdict, due: bool, window: Duration) -> St
         Verdict::Builder => "a builder: left to the reaper".to_owned(),
         Verdict::Exempt => "tagged golden-ami:exempt=true: left alone".to_owned(),
         Verdict::NotRunning => format!("{}: only running instances are enforced", i.state),
+        Verdict::PinnedLauncher {
+            image_id,
+            revoked,
+            launched_at,
+            current_version,
+            current_since,
+        } => format!(
+            "runs {} image {image_id}, launched {} after {current_version} became current ({}): its launcher \
+             (launch template, script) still names that image, so replacing it would only launch another; \
+             not acted on, fix the launcher",
+            if *revoked { "revoked" } else { "stale" },
+            launched_at.to_rfc3339(),
+            current_since.to_rfc3339()
+        ),
     }
 }
 
@@ -417,6 +461,7 @@ mod tests {
                         None,
                     ),
                 ],
+                became_current_at: None,
             },
         );
         m.types.insert(
@@ -428,6 +473,7 @@ mod tests {
                     &[(EAST, "ami-0win")],
                     None,
                 )],
+                became_current_at: None,
             },
         );
         m
@@ -442,6 +488,7 @@ mod tests {
             image_type: Some(TY.into()),
             builder: false,
             exempt: false,
+            launched_at: None,
         }
     }
 
@@ -582,6 +629,16 @@ mod tests {
         // sha256("") starts e3b0c442 98fc1c14: pins the hash and byte order, so a change shows.
         let expected = (0xe3b0_c442_98fc_1c14u64 >> 11) as f64 / (1u64 << 53) as f64;
         assert_eq!(stagger(""), expected);
+        // Real-looking ids, the values computed outside this code (Python: int.from_bytes(
+        // hashlib.sha256(id.encode()).digest()[:8], "big") >> 11, over 2**53).
+        for (id, expected) in [
+            ("i-0123456789abcdef0", 0.343_253_324_069_779_04),
+            ("i-0fedcba9876543210", 0.527_489_524_812_639_3),
+            ("i-00000000000000001", 0.179_525_662_395_644_5),
+            ("i-0a1b2c3d4e5f60718", 0.205_923_649_678_827_26),
+        ] {
+            assert_eq!(stagger(id), expected, "{id}");
+        }
     }
 
     #[test]
@@ -762,6 +819,7 @@ mod tests {
                     &[(EAST, "ami-0new16")],
                     None,
                 )],
+                became_current_at: None,
             },
         );
         let mut other = instance("i-a", "ami-0old16");
@@ -866,6 +924,7 @@ mod tests {
                     image_type: TYPES[ty].map(str::to_owned),
                     builder: builder && n % 3 == 0,
                     exempt: exempt && n % 4 == 0,
+                    launched_at: None,
                 })
                 .collect();
             let rollout = Rollout { window: Duration::minutes(window), max_fraction, action: EnforceAction::Terminate };
@@ -886,5 +945,79 @@ mod tests {
             reversed.reverse();
             prop_assert_eq!(plan_sweep(&reversed, &m, &rollout, now()), plan);
         }
+    }
+
+    #[test]
+    fn the_rollout_counts_from_when_a_version_became_current_not_from_its_creation() {
+        // GIVEN the current version, created 90 minutes ago, promoted (made current again) 30 minutes ago
+        let mut m = manifest();
+        m.types.get_mut(TY).expect("type").became_current_at = Some(now() - Duration::minutes(30));
+        // WHEN an instance on an older image is judged
+        let v = verdict(&instance("i-1", OLD), &m, now());
+        // THEN it is stale for 30 minutes, not 90: the fleet is not all due at once after a promote
+        assert_eq!(
+            v,
+            Verdict::Stale {
+                current_version: Version::from_datetime(now() - Duration::minutes(90)).to_string(),
+                current_image: CURRENT.into(),
+                age_minutes: 30,
+            }
+        );
+        // and without the field (a manifest written before it), the creation time still counts
+        let v = verdict(&instance("i-1", OLD), &manifest(), now());
+        assert!(
+            matches!(
+                v,
+                Verdict::Stale {
+                    age_minutes: 90,
+                    ..
+                }
+            ),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn an_instance_launched_from_an_outdated_image_after_the_switch_is_its_launchers_fault() {
+        let since = now() - Duration::minutes(30);
+        let mut m = manifest();
+        m.types.get_mut(TY).expect("type").became_current_at = Some(since);
+        let launched = |image: &str, at: DateTime<Utc>| FleetInstance {
+            launched_at: Some(at),
+            ..instance("i-1", image)
+        };
+        // GIVEN instances on a revoked and on a stale image, launched after the current version became
+        // current THEN their launcher pins the image: reported, never due
+        for (image, revoked) in [(BAD, true), (OLD, false)] {
+            let v = verdict(&launched(image, since + Duration::minutes(1)), &m, now());
+            assert_eq!(
+                v,
+                Verdict::PinnedLauncher {
+                    image_id: image.into(),
+                    revoked,
+                    launched_at: since + Duration::minutes(1),
+                    current_version: Version::from_datetime(now() - Duration::minutes(90))
+                        .to_string(),
+                    current_since: since,
+                }
+            );
+            assert!(!due("i-1", &v, Duration::minutes(180)));
+        }
+        // GIVEN the same launched before it THEN they are acted on as ever
+        let v = verdict(&launched(BAD, since - Duration::minutes(1)), &m, now());
+        assert!(matches!(v, Verdict::Revoked { .. }), "{v:?}");
+        assert!(due("i-1", &v, Duration::minutes(180)));
+        // GIVEN a manifest that does not record the moment THEN nothing can be told: revoked, due
+        let v = verdict(&launched(BAD, now()), &manifest(), now());
+        assert!(matches!(v, Verdict::Revoked { .. }), "{v:?}");
+        // and a sweep never acts on a pinned launch either
+        let plan = plan_sweep(
+            &[launched(BAD, since + Duration::minutes(1))],
+            &m,
+            &Rollout::default(),
+            now(),
+        );
+        assert!(!plan[0].act);
+        assert!(plan[0].note.contains("its launcher"), "{}", plan[0].note);
     }
 }

@@ -40,6 +40,11 @@ pub struct TypeEntry {
     /// Newest first.
     #[serde(default)]
     pub versions: Vec<VersionEntry>,
+    /// When `current` last changed (by a publish, promote or revoke): the rollout window counts from here.
+    /// Optional in schema 1: manifests written before it have none, and readers fall back to the current
+    /// version's `createdAt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub became_current_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -375,6 +380,28 @@ impl Manifest {
     pub fn touch(&mut self, now: DateTime<Utc>) {
         self.generation += 1;
         self.updated_at = whole_seconds(now);
+    }
+
+    /// Each type's current version, to tell after an edit which types' current moved.
+    pub fn currents(&self) -> BTreeMap<String, Option<Version>> {
+        self.types
+            .iter()
+            .map(|(t, e)| (t.clone(), e.current.clone()))
+            .collect()
+    }
+
+    /// Stamps `becameCurrentAt` = `now` on every type whose current version differs from `before`
+    /// (cleared where there is no current version any more).
+    pub fn stamp_current_changes(
+        &mut self,
+        before: &BTreeMap<String, Option<Version>>,
+        now: DateTime<Utc>,
+    ) {
+        for (ty, entry) in &mut self.types {
+            if before.get(ty).cloned().flatten() != entry.current {
+                entry.became_current_at = entry.current.as_ref().map(|_| whole_seconds(now));
+            }
+        }
     }
 }
 
@@ -991,5 +1018,37 @@ mod tests {
                 prop_assert_eq!(Manifest::parse(&m.to_json_vec()).unwrap(), m.clone());
             }
         }
+    }
+
+    #[test]
+    fn became_current_at_is_stamped_where_current_moved_and_optional_when_read() {
+        let t0 = Utc
+            .with_ymd_and_hms(2026, 11, 25, 1, 0, 0)
+            .single()
+            .expect("time");
+        let mut m = Manifest::empty(t0);
+        m.add_version(TY, entry(1, BOTH), true).unwrap();
+        m.add_version(TY, entry(2, BOTH), false).unwrap();
+        m.add_version("other", entry(1, BOTH), true).unwrap();
+        let before = m.currents();
+        // WHEN one type's current moves (a promote) and the other's does not
+        m.promote(TY, &v(2), &[]).unwrap();
+        m.stamp_current_changes(&before, t0);
+        // THEN only the moved one is stamped, and it is written as becameCurrentAt
+        assert_eq!(m.types[TY].became_current_at, Some(t0));
+        assert_eq!(m.types["other"].became_current_at, None);
+        let text = String::from_utf8(m.to_json_vec()).unwrap();
+        assert!(
+            text.contains("\"becameCurrentAt\": \"2026-11-25T01:00:00Z\""),
+            "{text}"
+        );
+        assert_eq!(Manifest::parse(text.as_bytes()).unwrap(), m);
+        // and a forced revoke that leaves no current version clears it
+        let before = m.currents();
+        m.revoke(TY, &v(2), "bad", t0, &[], true).unwrap();
+        m.revoke(TY, &v(1), "bad", t0, &[], true).unwrap();
+        m.stamp_current_changes(&before, t0);
+        assert_eq!(m.types[TY].current, None);
+        assert_eq!(m.types[TY].became_current_at, None);
     }
 }

@@ -27,6 +27,25 @@ pub fn published(stack: &str, image_type: &str, version: &str, at: DateTime<Utc>
     })
 }
 
+/// `PinnedLaunches` = `count` for `image_type`: instances found running an outdated image their launcher
+/// still names (freshness's `PinnedLauncher`). Also under the Stack dimension alone, which the stack's alarm
+/// watches for every type at once.
+pub fn pinned_launches(stack: &str, image_type: &str, count: usize, at: DateTime<Utc>) -> Value {
+    json!({
+        "_aws": {
+            "Timestamp": at.timestamp_millis(),
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [["Stack", "Type"], ["Stack"]],
+                "Metrics": [{"Name": "PinnedLaunches", "Unit": "Count"}],
+            }],
+        },
+        "Stack": stack,
+        "Type": image_type,
+        "PinnedLaunches": count,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,5 +74,30 @@ mod tests {
             "Version": "20261126T011000Z"
         });
         assert_eq!(doc, expected);
+    }
+
+    #[test]
+    fn pinned_launches_is_counted_per_type_and_per_stack() {
+        let at = Utc
+            .with_ymd_and_hms(2026, 11, 26, 1, 10, 0)
+            .single()
+            .expect("time");
+        let expected = serde_json::json!({
+            "_aws": {
+                "Timestamp": 1_795_655_400_000_i64,
+                "CloudWatchMetrics": [{
+                    "Namespace": "golden-ami",
+                    "Dimensions": [["Stack", "Type"], ["Stack"]],
+                    "Metrics": [{"Name": "PinnedLaunches", "Unit": "Count"}]
+                }]
+            },
+            "Stack": "golden-ami",
+            "Type": "tst-linux64",
+            "PinnedLaunches": 3
+        });
+        assert_eq!(
+            pinned_launches("golden-ami", "tst-linux64", 3, at),
+            expected
+        );
     }
 }

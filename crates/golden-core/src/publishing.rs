@@ -56,12 +56,14 @@ pub async fn update_manifest(
 ) -> Result<Updated> {
     for attempt in 0..MAX_WRITES {
         let (mut manifest, etag) = read_manifest(store, now).await?;
+        let before = manifest.currents();
         if edit(&mut manifest).map_err(Error::Manifest)? == Edit::Unchanged {
             return Ok(Updated {
                 manifest,
                 changed: false,
             });
         }
+        manifest.stamp_current_changes(&before, now);
         manifest.touch(now);
         let condition = etag.map_or(PutCondition::IfAbsent, PutCondition::IfMatch);
         match store

@@ -551,6 +551,7 @@ mod tests {
             TypeEntry {
                 current: current.map(v),
                 versions,
+                became_current_at: None,
             },
         );
         m
@@ -650,7 +651,7 @@ mod tests {
         prune_keeps_image_listed_in_the_manifest_under_another_type:
             |e| {
                 let mut m = manifest(None, vec![]);
-                m.types.insert("b-2008".into(), TypeEntry { current: None, versions: vec![version_entry(7, &[(EAST, SUBJECT)], false)] });
+                m.types.insert("b-2008".into(), TypeEntry { current: None, versions: vec![version_entry(7, &[(EAST, SUBJECT)], false)], became_current_at: None });
                 e.manifest = Some(m);
             }
             => [Reason::ManifestVersion { version: v(7).to_string() }];

@@ -965,6 +965,9 @@ async fn prune_carries_on_past_an_image_it_cannot_deregister_and_keeps_that_imag
     });
     let nothing_in_s3 =
         mock!(aws_sdk_s3::Client::get_object).then_http_response(|| s3_error(404, "NoSuchKey"));
+    let no_recipes = mock!(aws_sdk_s3::Client::list_objects_v2).then_output(|| {
+        aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output::builder().build()
+    });
     let mut services = services(
         ec2(&[
             &images,
@@ -976,7 +979,7 @@ async fn prune_carries_on_past_an_image_it_cannot_deregister_and_keeps_that_imag
             &delete_snapshot,
         ]),
         ssm(&[&no_parameters]),
-        s3(&[&nothing_in_s3]),
+        s3(&[&nothing_in_s3, &no_recipes]),
     );
     services.config = Arc::new(
         Config::from_lookup(|k| match k {

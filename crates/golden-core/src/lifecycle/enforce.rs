@@ -5,14 +5,14 @@
 //! of a type's running fleet. Builders and `golden-ami:exempt=true` instances are never touched. When the
 //! manifest cannot be read or parsed, nothing is done (fail safe) and the error is reported.
 
-use chrono::Duration;
-use serde::Serialize;
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
 
 use super::{finish, sweep_regions, ItemFailure, Trigger};
 use crate::bake::Services;
 use crate::error::{Error, Result};
-use crate::freshness::{self, EnforceAction, Enforcement, FleetInstance, Rollout};
-use crate::ports::{Instance, InstanceQuery};
+use crate::freshness::{self, EnforceAction, Enforcement, FleetInstance, Rollout, Verdict};
+use crate::ports::{Instance, InstanceQuery, PutCondition, PutOutcome};
 use crate::publishing::read_manifest;
 use crate::tags;
 
@@ -63,26 +63,41 @@ pub async fn handle(services: &Services, trigger: Trigger) -> Result<EnforceRepo
                     ..InstanceQuery::default()
                 };
                 let instances = services.ec2.query_instances(&region, &query).await?;
-                instances
+                let mut out = Vec::new();
+                for fi in instances
                     .iter()
                     .map(|i| fleet_instance(services, &region, i))
-                    .map(|fi| {
-                        let verdict = freshness::verdict(&fi, &manifest, now);
-                        let act = freshness::due(&fi.instance_id, &verdict, rollout.window);
-                        Enforcement {
-                            region: fi.region.clone(),
-                            instance_id: fi.instance_id.clone(),
-                            image_type: fi.image_type.clone(),
-                            note: if act {
-                                "due".into()
-                            } else {
-                                "not due yet".into()
-                            },
-                            verdict,
-                            act,
+                {
+                    let verdict = freshness::verdict(&fi, &manifest, now);
+                    let mut act = freshness::due(&fi.instance_id, &verdict, rollout.window);
+                    let mut note = freshness::note(&fi, &verdict, act, rollout.window);
+                    if let (true, Some(ty)) = (act, &fi.image_type) {
+                        // However many instances a launcher starts, the event path acts on at most the
+                        // sweep's share of the type's fleet per hour; the sweep picks up the rest.
+                        if let Err(why) = take_event_slot(
+                            services,
+                            &region,
+                            ty,
+                            &fi.instance_id,
+                            &rollout,
+                            dry_run,
+                        )
+                        .await?
+                        {
+                            act = false;
+                            note = why;
                         }
-                    })
-                    .collect()
+                    }
+                    out.push(Enforcement {
+                        region: fi.region.clone(),
+                        instance_id: fi.instance_id.clone(),
+                        image_type: fi.image_type.clone(),
+                        note,
+                        verdict,
+                        act,
+                    });
+                }
+                out
             }
         }
         Trigger::Schedule | Trigger::Manual { .. } => {
@@ -104,6 +119,7 @@ pub async fn handle(services: &Services, trigger: Trigger) -> Result<EnforceRepo
                 .into(),
         )),
     };
+    count_pinned(services, &decisions);
     let mut report = EnforceReport {
         action: rollout.action,
         dry_run,
@@ -135,6 +151,123 @@ pub async fn handle(services: &Services, trigger: Trigger) -> Result<EnforceRepo
     finish("enforce-freshness", report, &failures)
 }
 
+/// How long the event path's per-type cap counts its actions over.
+pub const EVENT_CAP_MINUTES: i64 = 60;
+
+/// The event path's record of its recent actions on a type: `s3://$GOLDEN_BUCKET/enforce/<type>.json`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EventActions {
+    actions: Vec<EventAction>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EventAction {
+    at: DateTime<Utc>,
+    instance_id: String,
+    region: String,
+}
+
+fn event_actions_key(image_type: &str) -> String {
+    format!("enforce/{image_type}.json")
+}
+
+/// Claims one of the type's event-path actions for this hour: Ok(Ok) to act, Ok(Err(why)) when the cap is
+/// reached (the note for the report). The claim is a conditional write, so concurrent events cannot
+/// exceed the cap; a record that does not parse counts as a full one (fail safe: the sweep still acts).
+async fn take_event_slot(
+    services: &Services,
+    region: &str,
+    image_type: &str,
+    instance_id: &str,
+    rollout: &Rollout,
+    dry_run: bool,
+) -> Result<std::result::Result<(), String>> {
+    let query = InstanceQuery {
+        tag_keys: vec![services.config.type_tag.clone()],
+        states: vec!["running".into()],
+        ..InstanceQuery::default()
+    };
+    let fleet = services
+        .ec2
+        .query_instances(region, &query)
+        .await?
+        .iter()
+        .filter(|i| i.tags.get(&services.config.type_tag).map(String::as_str) == Some(image_type))
+        .count();
+    let budget = freshness::sweep_budget(fleet, rollout.max_fraction);
+    let key = event_actions_key(image_type);
+    let now = services.now();
+    for _ in 0..4 {
+        let existing = services.store.get(&key).await?;
+        let mut record = match &existing {
+            None => EventActions::default(),
+            Some(o) => match serde_json::from_slice::<EventActions>(&o.body) {
+                Ok(r) => r,
+                Err(e) => {
+                    return Ok(Err(format!(
+                        "event-path cap: s3://{}/{key} is unreadable ({e}); left to the sweep (delete the \
+                         object to reset it)",
+                        services.store.bucket()
+                    )))
+                }
+            },
+        };
+        record
+            .actions
+            .retain(|a| now - a.at < Duration::minutes(EVENT_CAP_MINUTES));
+        if record.actions.len() >= budget {
+            return Ok(Err(format!(
+                "due, but the event path already acted on {} {image_type} instance(s) in the last \
+                 {EVENT_CAP_MINUTES}m, its cap for a fleet of {fleet} (GOLDEN_ROLLOUT_MAX_FRACTION {}); \
+                 left to the sweep",
+                record.actions.len(),
+                rollout.max_fraction
+            )));
+        }
+        if dry_run {
+            return Ok(Ok(()));
+        }
+        record.actions.push(EventAction {
+            at: now,
+            instance_id: instance_id.to_owned(),
+            region: region.to_owned(),
+        });
+        let body = serde_json::to_vec_pretty(&record).unwrap_or_default();
+        let condition = existing.map_or(PutCondition::IfAbsent, |o| PutCondition::IfMatch(o.etag));
+        if let PutOutcome::Written { .. } = services.store.put(&key, body, condition).await? {
+            return Ok(Ok(()));
+        }
+    }
+    Ok(Err(format!(
+        "due, but other events kept claiming {image_type}'s event-path actions at once; left to the sweep"
+    )))
+}
+
+/// Counts the instances whose launcher pins an outdated image, per type, in the `PinnedLaunches` metric.
+fn count_pinned(services: &Services, decisions: &[Enforcement]) {
+    let mut by_type: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for d in decisions {
+        if let (Verdict::PinnedLauncher { .. }, Some(ty)) = (&d.verdict, &d.image_type) {
+            *by_type.entry(ty.as_str()).or_default() += 1;
+        }
+    }
+    for (ty, count) in by_type {
+        tracing::warn!(
+            r#type = ty,
+            count,
+            "instances launched from an image their launcher pins"
+        );
+        if let Some(stack) = &services.config.stack_name {
+            println!(
+                "{}",
+                crate::metrics::pinned_launches(stack, ty, count, services.now())
+            );
+        }
+    }
+}
+
 fn fleet_instance(services: &Services, region: &str, i: &Instance) -> FleetInstance {
     FleetInstance {
         region: region.to_owned(),
@@ -147,5 +280,6 @@ fn fleet_instance(services: &Services, region: &str, i: &Instance) -> FleetInsta
             .tags
             .get(tags::EXEMPT)
             .is_some_and(|v| v.eq_ignore_ascii_case("true")),
+        launched_at: i.launch_time,
     }
 }
