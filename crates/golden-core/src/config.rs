@@ -22,8 +22,12 @@ pub struct Config {
     /// `GOLDEN_MIN_POLL_SECONDS` (15): the smallest `pollSeconds` a bake may ask for. A 2-hour bake polled
     /// every second would overrun Step Functions' 25,000-event execution history; the emulator sets 1.
     pub min_poll_seconds: u32,
-    /// The lifecycle functions' knobs (prune, reap-builders, enforce-freshness).
+    /// The lifecycle functions' knobs (prune, reap-builders, enforce-freshness). An invalid one holds its
+    /// default here and is listed in `invalid`: only a function that uses it fails ([`Config::check`]), so a
+    /// bad lifecycle setting cannot stop the bake stages from starting.
     pub lifecycle: Lifecycle,
+    /// (setting, what is wrong with it) for every lifecycle setting that did not parse.
+    pub invalid: Vec<(String, String)>,
 }
 
 /// The default of [`Config::min_poll_seconds`].
@@ -83,62 +87,112 @@ fn parse_setting<T: std::str::FromStr>(
     }
 }
 
+/// A lifecycle setting: its value, or (noted in `invalid`) its default when it does not parse.
+fn lenient_setting<T: std::str::FromStr>(
+    get: &impl Fn(&str) -> Option<String>,
+    invalid: &mut Vec<(String, String)>,
+    name: &str,
+    default: T,
+    valid: impl Fn(&T) -> bool,
+    expected: &str,
+) -> T {
+    match get(name)
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+    {
+        None => default,
+        Some(raw) => match raw.parse::<T>() {
+            Ok(v) if valid(&v) => v,
+            _ => {
+                invalid.push((
+                    name.to_owned(),
+                    format!("{name}={raw:?} is invalid: expected {expected}"),
+                ));
+                default
+            }
+        },
+    }
+}
+
 impl Lifecycle {
-    fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+    fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> (Self, Vec<(String, String)>) {
         let d = Lifecycle::default();
-        Ok(Self {
-            prune_min_age_hours: parse_setting(
+        let mut invalid = Vec::new();
+        let bad = &mut invalid;
+        let lifecycle = Self {
+            prune_min_age_hours: lenient_setting(
                 get,
+                bad,
                 "GOLDEN_PRUNE_MIN_AGE_HOURS",
                 d.prune_min_age_hours,
                 |v| *v >= 0,
                 "hours, 0 or more",
-            )?,
-            prune_max_deletes: parse_setting(
+            ),
+            prune_max_deletes: lenient_setting(
                 get,
+                bad,
                 "GOLDEN_PRUNE_MAX_DELETES",
                 d.prune_max_deletes,
                 |v| *v <= 10_000,
                 "a count up to 10000",
-            )?,
-            prune_dry_run: parse_setting(
+            ),
+            prune_dry_run: lenient_setting(
                 get,
+                bad,
                 "GOLDEN_PRUNE_DRY_RUN",
                 d.prune_dry_run,
                 |_| true,
                 "true or false",
-            )?,
-            reap_margin_minutes: parse_setting(
+            ),
+            reap_margin_minutes: lenient_setting(
                 get,
+                bad,
                 "GOLDEN_REAP_MARGIN_MINUTES",
                 d.reap_margin_minutes,
                 |v| *v >= 0,
                 "minutes, 0 or more",
-            )?,
-            rollout_window_minutes: parse_setting(
+            ),
+            rollout_window_minutes: lenient_setting(
                 get,
+                bad,
                 "GOLDEN_ROLLOUT_WINDOW_MINUTES",
                 d.rollout_window_minutes,
                 |v| *v >= 1,
                 "minutes, 1 or more",
-            )?,
-            rollout_max_fraction: parse_setting(
+            ),
+            rollout_max_fraction: lenient_setting(
                 get,
+                bad,
                 "GOLDEN_ROLLOUT_MAX_FRACTION",
                 d.rollout_max_fraction,
                 |v| *v > 0.0 && *v <= 1.0,
                 "a fraction in (0, 1]",
-            )?,
-            enforce_action: parse_setting(
+            ),
+            enforce_action: lenient_setting(
                 get,
+                bad,
                 "GOLDEN_ENFORCE_ACTION",
                 d.enforce_action,
                 |v| matches!(v.as_str(), "terminate" | "stop" | "report"),
                 "terminate, stop or report",
-            )?,
-        })
+            ),
+        };
+        (lifecycle, invalid)
     }
 }
+
+/// The settings each lifecycle function uses, for [`Config::check`].
+pub const PRUNE_SETTINGS: &[&str] = &[
+    "GOLDEN_PRUNE_MIN_AGE_HOURS",
+    "GOLDEN_PRUNE_MAX_DELETES",
+    "GOLDEN_PRUNE_DRY_RUN",
+];
+pub const REAP_SETTINGS: &[&str] = &["GOLDEN_REAP_MARGIN_MINUTES"];
+pub const ENFORCE_SETTINGS: &[&str] = &[
+    "GOLDEN_ROLLOUT_WINDOW_MINUTES",
+    "GOLDEN_ROLLOUT_MAX_FRACTION",
+    "GOLDEN_ENFORCE_ACTION",
+];
 
 impl Config {
     pub fn from_env() -> Result<Self, Error> {
@@ -173,6 +227,7 @@ impl Config {
             })
             .unwrap_or_default();
         let state_machine_arn = get("GOLDEN_STATE_MACHINE_ARN").filter(|a| !a.trim().is_empty());
+        let (lifecycle, invalid) = Lifecycle::from_lookup(&get);
         Ok(Self {
             bucket,
             type_tag: type_tag.unwrap_or_else(|| tags::DEFAULT_TYPE_TAG.to_owned()),
@@ -188,8 +243,24 @@ impl Config {
                 |v| (1..=3600).contains(v),
                 "seconds, 1 to 3600",
             )?,
-            lifecycle: Lifecycle::from_lookup(&get)?,
+            lifecycle,
+            invalid,
         })
+    }
+
+    /// Fails naming every invalid setting among `names`: the ones the caller uses.
+    pub fn check(&self, names: &[&str]) -> Result<(), Error> {
+        let bad: Vec<&str> = self
+            .invalid
+            .iter()
+            .filter(|(name, _)| names.contains(&name.as_str()))
+            .map(|(_, message)| message.as_str())
+            .collect();
+        if bad.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Config(bad.join("; ")))
+        }
     }
 }
 
@@ -241,13 +312,51 @@ mod tests {
         .unwrap();
         assert!(c.lifecycle.prune_dry_run);
         assert_eq!(c.lifecycle.enforce_action, "report");
-        for (k, v) in [
-            ("GOLDEN_ENFORCE_ACTION", "nuke"),
-            ("GOLDEN_ROLLOUT_MAX_FRACTION", "1.5"),
-            ("GOLDEN_PRUNE_MAX_DELETES", "-1"),
+        // A bad value fails the functions that use it, and only those: the bake stages still start.
+        for (k, v, used_by, not_by) in [
+            (
+                "GOLDEN_ENFORCE_ACTION",
+                "nuke",
+                ENFORCE_SETTINGS,
+                PRUNE_SETTINGS,
+            ),
+            (
+                "GOLDEN_ROLLOUT_MAX_FRACTION",
+                "1.5",
+                ENFORCE_SETTINGS,
+                REAP_SETTINGS,
+            ),
+            (
+                "GOLDEN_PRUNE_MAX_DELETES",
+                "-1",
+                PRUNE_SETTINGS,
+                ENFORCE_SETTINGS,
+            ),
+            (
+                "GOLDEN_REAP_MARGIN_MINUTES",
+                "soon",
+                REAP_SETTINGS,
+                PRUNE_SETTINGS,
+            ),
         ] {
-            let err = Config::from_lookup(env(&[("GOLDEN_BUCKET", "b-1"), (k, v)])).unwrap_err();
-            assert!(err.to_string().contains(k), "{err}");
+            let c = Config::from_lookup(env(&[("GOLDEN_BUCKET", "b-1"), (k, v)]))
+                .expect("a bad lifecycle setting does not stop the config loading");
+            let err = c.check(used_by).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "configuration: {k}={v:?} is invalid: expected {}",
+                    match k {
+                        "GOLDEN_ENFORCE_ACTION" => "terminate, stop or report",
+                        "GOLDEN_ROLLOUT_MAX_FRACTION" => "a fraction in (0, 1]",
+                        "GOLDEN_PRUNE_MAX_DELETES" => "a count up to 10000",
+                        _ => "minutes, 0 or more",
+                    }
+                )
+            );
+            c.check(not_by).expect("other functions are unaffected");
+            c.check(&[])
+                .expect("a bake stage checks no lifecycle setting");
         }
     }
 

@@ -6,6 +6,7 @@ pub mod bake;
 pub mod config;
 pub mod error;
 pub mod freshness;
+pub mod ids;
 pub mod lifecycle;
 pub mod manifest;
 pub mod metrics;

@@ -89,8 +89,8 @@ fn poll() -> Poll {
 
 fn command_ref() -> CommandRef {
     CommandRef {
-        command_id: "cmd-1".into(),
-        instance_id: "i-0builder".into(),
+        command_id: "0b5e2a1c-1234-4cde-9f00-0123456789ab".into(),
+        instance_id: "i-0b1d2e3f".into(),
         region: "us-east-1".into(),
         stage: CommandStage::Provision,
         status: "Pending".into(),
@@ -157,7 +157,7 @@ async fn command_failure_carries_the_tail_of_stderr() {
     let msg = err.to_string();
     assert!(
         msg.contains(
-            "provision command cmd-1 on i-0builder in us-east-1 ended Failed (exit code 1)"
+            "provision command 0b5e2a1c-1234-4cde-9f00-0123456789ab on i-0b1d2e3f in us-east-1 ended Failed (exit code 1)"
         ),
         "{msg}"
     );
@@ -260,7 +260,7 @@ async fn windows_sanitize_is_done_only_once_sysprep_has_stopped_the_builder() {
         .expect_err("terminated");
     assert_eq!(err.error_type(), "BuilderFailed");
     assert!(
-        err.to_string().contains("i-0builder") && err.to_string().contains("terminated"),
+        err.to_string().contains("i-0b1d2e3f") && err.to_string().contains("terminated"),
         "{err}"
     );
 }
@@ -367,7 +367,7 @@ async fn image_that_goes_failed_is_image_failed_with_its_reason() {
 
 fn instance_output(state: InstanceStateName) -> DescribeInstancesOutput {
     let instance = Ec2Instance::builder()
-        .instance_id("i-0builder")
+        .instance_id("i-0b1d2e3f")
         .image_id("ami-0base")
         .state(InstanceState::builder().name(state).build())
         .build();
@@ -378,7 +378,7 @@ fn instance_output(state: InstanceStateName) -> DescribeInstancesOutput {
 
 fn builder_ref() -> BuilderRef {
     BuilderRef {
-        instance_id: "i-0builder".into(),
+        instance_id: "i-0b1d2e3f".into(),
         region: "us-east-1".into(),
         ready: false,
         state: "pending".into(),
@@ -391,7 +391,7 @@ fn agent(ping: PingStatus) -> Rule {
         DescribeInstanceInformationOutput::builder()
             .instance_information_list(
                 InstanceInformation::builder()
-                    .instance_id("i-0builder")
+                    .instance_id("i-0b1d2e3f")
                     .ping_status(ping.clone())
                     .build(),
             )
@@ -444,7 +444,7 @@ async fn builder_that_terminates_while_booting_fails_the_bake() {
     assert_eq!(err.error_type(), "BuilderFailed");
     assert!(
         err.to_string()
-            .starts_with("builder i-0builder in us-east-1 is terminated"),
+            .starts_with("builder i-0b1d2e3f in us-east-1 is terminated"),
         "{err}"
     );
 }
@@ -463,7 +463,7 @@ fn bake_state() -> BakeState {
             "copy_to_regions": ["us-west-2"],
             "provision": { "commands": ["puppet agent --test"], "env": { "PUPPET_SERVER": "puppet.example.com" } }
         },
-        "builder": { "instanceId": "i-0builder", "region": "us-east-1", "ready": true, "state": "running",
+        "builder": { "instanceId": "i-0b1d2e3f", "region": "us-east-1", "ready": true, "state": "running",
                      "attempts": 1, "maxAttempts": 10, "deadline": "2026-11-25T03:15:00Z" },
         "image": { "imageId": "ami-0aaa1111", "name": "golden-bld-linux64-20261125T011500Z", "region": "us-east-1",
                    "state": "available", "available": true, "pollSeconds": 1,
@@ -1044,7 +1044,7 @@ async fn failed_bake_cleanup_frees_the_lock_first_and_carries_on_past_what_it_ca
         });
     let builder = mock!(aws_sdk_ec2::Client::describe_instances).then_output(move || {
         let instance = Ec2Instance::builder()
-            .instance_id("i-0builder")
+            .instance_id("i-0b1d2e3f")
             .state(
                 InstanceState::builder()
                     .name(InstanceStateName::Running)
@@ -1119,15 +1119,74 @@ async fn failed_bake_cleanup_frees_the_lock_first_and_carries_on_past_what_it_ca
     assert_eq!(delete_snapshot.num_calls(), 0);
     assert!(report.terminated.is_empty() && report.deregistered.is_empty());
     assert_eq!(report.failures.len(), 2, "{:?}", report.failures);
-    assert!(report.failures[0].starts_with("terminate builder i-0builder (us-east-1): "));
+    assert!(report.failures[0].starts_with("terminate builder i-0b1d2e3f (us-east-1): "));
     assert!(report.failures[1].starts_with("discard image ami-0aaa1111 (us-east-1): "));
     // and the bake's own error leads the cause, followed by what cleanup could not do
     assert_eq!(report.error.as_deref(), Some("CommandFailed"));
     let cause = report.cause.unwrap_or_default();
     assert!(
-        cause.starts_with("boom [cleanup: released the bake lock; could not: terminate builder i-0builder (us-east-1): ")
+        cause.starts_with("boom [cleanup: released the bake lock; could not: terminate builder i-0b1d2e3f (us-east-1): ")
             && cause.contains("discard image ami-0aaa1111 (us-east-1): ")
             && cause.ends_with("(reap-builders retries these)]"),
         "{cause}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_identifiers_and_unknown_regions_are_refused_before_any_aws_call() {
+    // No mock rule at all: any AWS call would fail the test with "no rules matched".
+    let services = services(ec2(&[]), ssm(&[]), s3(&[]));
+    let err = |e: golden_core::Error| (e.error_type(), e.to_string());
+    let unknown_region = BuilderRef {
+        region: "us-east-9".into(),
+        ..builder_ref()
+    };
+    assert_eq!(
+        err(ready::handle(&services, unknown_region).await.unwrap_err()),
+        (
+            "InvalidInput",
+            "invalid input: region \"us-east-9\" is not an AWS region this build knows; if AWS opened it since, add it to GOLDEN_REGIONS".to_owned()
+        )
+    );
+    let bad_command = CommandRef {
+        command_id: "'; drop".into(),
+        ..command_ref()
+    };
+    assert_eq!(
+        err(command::status(&services, bad_command).await.unwrap_err()).0,
+        "InvalidInput"
+    );
+    let bad_image = ImageRef {
+        image_id: "ami-XYZ".into(),
+        ..image_ref()
+    };
+    let e = image::status(&services, bad_image).await.unwrap_err();
+    assert!(e.to_string().contains("imageId \"ami-XYZ\""), "{e}");
+    let mut bake = bake_state();
+    bake.builder.region = "mars-north-1".into();
+    let e = image::create(&services, bake).await.unwrap_err();
+    assert!(
+        e.to_string().contains("builder.region \"mars-north-1\""),
+        "{e}"
+    );
+    let mut bake = bake_state();
+    bake.execution_id = "not-an-arn".into();
+    let e = publish::handle(&services, bake).await.unwrap_err();
+    assert!(e.to_string().contains("executionId \"not-an-arn\""), "{e}");
+    let mut bake = bake_state();
+    bake.recipe.copy_to_regions = vec!["us-westt-2".into()];
+    let e = command::run(
+        &services,
+        RunCommandInput {
+            stage: CommandStage::Provision,
+            bake,
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("recipe.copy_to_regions[0] \"us-westt-2\""),
+        "{e}"
     );
 }

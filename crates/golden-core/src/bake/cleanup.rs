@@ -106,7 +106,9 @@ pub struct CleanupReport {
 }
 
 pub async fn handle(services: &Services, input: TerminateInput) -> Result<CleanupReport> {
-    super::require(&input.execution_id, "executionId")?;
+    // The state's own ids are input too, but they are acted on only once EC2 shows them tagged with this
+    // execution, so a malformed one is never trusted; the execution id is what everything is scoped by.
+    crate::ids::execution_arn("executionId", &input.execution_id)?;
     let state = &input.state;
     let mut report = CleanupReport::default();
     let Some(image_type) = state.image_type.clone() else {

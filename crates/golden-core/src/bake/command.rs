@@ -22,6 +22,7 @@ const TAIL_CHARS: usize = 2000;
 
 pub async fn run(services: &Services, input: RunCommandInput) -> Result<CommandRef> {
     let bake = &input.bake;
+    bake.check(&services.config)?;
     let recipe = &bake.recipe;
     let (commands, minutes) = match input.stage {
         CommandStage::Provision => (
@@ -78,7 +79,7 @@ pub async fn run(services: &Services, input: RunCommandInput) -> Result<CommandR
 }
 
 pub async fn status(services: &Services, mut command: CommandRef) -> Result<CommandRef> {
-    super::require(&command.command_id, "commandId")?;
+    command.check(&services.config)?;
     let what = format!(
         "{} command {} on {}",
         command.stage.as_str(),

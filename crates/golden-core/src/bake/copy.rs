@@ -25,6 +25,10 @@ pub struct CopyItem {
 }
 
 pub async fn handle(services: &Services, item: CopyItem) -> Result<ImageRef> {
+    crate::ids::region(&services.config, "region", &item.region)?;
+    item.source.check(&services.config, "source.")?;
+    crate::ids::execution_arn("executionId", &item.execution_id)?;
+    super::check_recipe_regions(&services.config, &item.recipe)?;
     let region = &item.region;
     if region == &item.source.region {
         return Err(Error::InvalidInput(format!(

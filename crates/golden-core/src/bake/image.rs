@@ -8,6 +8,7 @@ use crate::ports::Image;
 pub(crate) const IMAGE_MINUTES: u32 = 120;
 
 pub async fn create(services: &Services, bake: BakeState) -> Result<ImageRef> {
+    bake.check(&services.config)?;
     let region = &bake.recipe.build_region;
     let name = image_name(&bake.image_type, &bake.version);
     let tags = image_tags(
@@ -70,7 +71,7 @@ pub(crate) fn usable(images: Vec<Image>) -> Option<Image> {
 }
 
 pub async fn status(services: &Services, mut image: ImageRef) -> Result<ImageRef> {
-    super::require(&image.image_id, "imageId")?;
+    image.check(&services.config, "")?;
     let what = format!(
         "image {} in {} to become available",
         image.image_id, image.region

@@ -104,7 +104,7 @@ pub async fn handle(services: &Services, input: LaunchInput) -> Result<BakeState
             request.image_type
         )));
     }
-    super::require(&input.execution_id, "executionId")?;
+    crate::ids::execution_arn("executionId", &input.execution_id)?;
     let poll_seconds = request.poll_seconds.unwrap_or(DEFAULT_POLL_SECONDS);
     let floor = services.config.min_poll_seconds;
     if !(floor..=3600).contains(&poll_seconds) {
@@ -114,6 +114,7 @@ pub async fn handle(services: &Services, input: LaunchInput) -> Result<BakeState
         )));
     }
     let recipe = load_recipe(services, request).await?;
+    super::check_recipe_regions(&services.config, &recipe)?;
     let source_ami = resolve_base_ami(services, &recipe).await?;
 
     let now = services.now();

@@ -232,12 +232,53 @@ pub fn image_tags(
     t
 }
 
-/// Checks a payload field that serde cannot: non-empty ids and names.
-pub(crate) fn require(value: &str, what: &str) -> Result<()> {
-    if value.trim().is_empty() {
-        return Err(Error::InvalidInput(format!("{what} is empty")));
+impl BuilderRef {
+    /// Its identifiers, before any AWS call (InvalidInput naming the field).
+    pub(crate) fn check(&self, config: &crate::Config, at: &str) -> Result<()> {
+        crate::ids::instance(&format!("{at}instanceId"), &self.instance_id)?;
+        crate::ids::region(config, &format!("{at}region"), &self.region)
+    }
+}
+
+impl CommandRef {
+    pub(crate) fn check(&self, config: &crate::Config) -> Result<()> {
+        crate::ids::command("commandId", &self.command_id)?;
+        crate::ids::instance("instanceId", &self.instance_id)?;
+        crate::ids::region(config, "region", &self.region)
+    }
+}
+
+impl ImageRef {
+    pub(crate) fn check(&self, config: &crate::Config, at: &str) -> Result<()> {
+        crate::ids::image(&format!("{at}imageId"), &self.image_id)?;
+        crate::ids::region(config, &format!("{at}region"), &self.region)
+    }
+}
+
+/// Every region of a recipe is one AWS knows (a typo would otherwise fail later as Transient, retried).
+pub(crate) fn check_recipe_regions(config: &crate::Config, recipe: &Recipe) -> Result<()> {
+    crate::ids::region(config, "recipe.build_region", &recipe.build_region)?;
+    for (i, region) in recipe.copy_to_regions.iter().enumerate() {
+        crate::ids::region(config, &format!("recipe.copy_to_regions[{i}]"), region)?;
     }
     Ok(())
+}
+
+impl BakeState {
+    /// The identifiers of the bake state a stage receives, before any AWS call.
+    pub(crate) fn check(&self, config: &crate::Config) -> Result<()> {
+        crate::ids::execution_arn("executionId", &self.execution_id)?;
+        crate::ids::image("sourceAmi", &self.source_ami)?;
+        check_recipe_regions(config, &self.recipe)?;
+        self.builder.check(config, "builder.")?;
+        if let Some(image) = &self.image {
+            image.check(config, "image.")?;
+        }
+        for (i, copy) in self.copies.iter().flatten().enumerate() {
+            copy.check(config, &format!("copies[{i}]."))?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use crate::manifest::{Edit, VersionEntry, VersionStatus};
 use crate::publishing::{sync_parameters, update_manifest};
 
 pub async fn handle(services: &Services, bake: BakeState) -> Result<Published> {
+    bake.check(&services.config)?;
     let image = bake.image.as_ref().filter(|i| i.available).ok_or_else(|| {
         Error::InvalidInput(
             "publish needs an available image in $.image; the image stage has not finished".into(),

@@ -4,7 +4,7 @@ use super::{BuilderRef, Services};
 use crate::error::{Error, Result};
 
 pub async fn handle(services: &Services, mut builder: BuilderRef) -> Result<BuilderRef> {
-    super::require(&builder.instance_id, "instanceId")?;
+    builder.check(&services.config, "")?;
     let what = format!(
         "builder {} in {} to be running with its SSM agent online",
         builder.instance_id, builder.region

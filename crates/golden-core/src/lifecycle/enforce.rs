@@ -29,6 +29,7 @@ pub struct EnforceReport {
 }
 
 pub async fn handle(services: &Services, trigger: Trigger) -> Result<EnforceReport> {
+    services.config.check(crate::config::ENFORCE_SETTINGS)?;
     let settings = &services.config.lifecycle;
     let action: EnforceAction = settings
         .enforce_action

@@ -52,6 +52,7 @@ pub struct PruneReport {
 }
 
 pub async fn handle(services: &Services, trigger: Trigger) -> Result<PruneReport> {
+    services.config.check(crate::config::PRUNE_SETTINGS)?;
     let settings = &services.config.lifecycle;
     let (dry_run, scope) = match trigger {
         Trigger::Schedule => (

@@ -59,6 +59,7 @@ pub struct CleanupOfExecution {
 }
 
 pub async fn handle(services: &Services, trigger: Trigger) -> Result<ReapReport> {
+    services.config.check(crate::config::REAP_SETTINGS)?;
     let (dry_run, found) = match &trigger {
         Trigger::Schedule => (false, all_builders(services, &[]).await?),
         Trigger::Manual { dry_run } => (*dry_run, all_builders(services, &[]).await?),
