@@ -145,7 +145,7 @@ test-under-emulator:
 	  check-checkov check-samconfig check-release-deps \
 	  >target/validators.log 2>&1 & checks_pid=$$!; \
 	$(VENV)/python scripts/test_event_rules.py >target/event-rules.log 2>&1 & rules_pid=$$!; \
-	if cargo test --workspace --exclude golden-core $(FEATURES) 2>&1 | tee target/test.log; then tests=0; else tests=1; fi; \
+	if cargo test --no-fail-fast --workspace --exclude golden-core $(FEATURES) 2>&1 | tee target/test.log; then tests=0; else tests=1; fi; \
 	if wait $$checks_pid; then checks=0; else checks=1; fi; \
 	if wait $$rules_pid; then rules=0; else rules=1; fi; \
 	if $(MAKE) --no-print-directory check-iam; then iam=0; else iam=1; fi; \

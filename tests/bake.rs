@@ -717,6 +717,17 @@ async fn malformed_stage_input_is_rejected_and_changes_nothing() {
             "launch-builder",
             &json!({ "input": { "type": "no-such-type" }, "executionId": "arn:x" }),
         )
+        .expect_err("malformed execution ARN");
+    assert_eq!(t, "InvalidInput");
+    assert!(
+        m.contains("executionId \"arn:x\" is not a Step Functions execution ARN"),
+        "{m}"
+    );
+    let (t, m) = emu
+        .invoke(
+            "launch-builder",
+            &json!({ "input": { "type": "no-such-type" }, "executionId": "arn:aws:states:us-east-1:123456789012:execution:bake:no-such-type-1" }),
+        )
         .expect_err("unknown type");
     assert_eq!(t, "RecipeNotFound");
     assert!(m.contains("recipes/no-such-type.json"), "{m}");
