@@ -34,7 +34,7 @@ REFS = {"BakeStateMachine": STATE_MACHINE_ARN}
 
 # (function, event source) -> the samples its rule must receive; every other sample must miss it.
 EXPECTED: dict[tuple[str, str], set[str]] = {
-    ("PruneFunction", "InstanceTerminated"): {"ec2-terminated"},
+    ("PruneInstanceTerminated", "EventPattern"): {"ec2-terminated"},
     ("ReapBuildersFunction", "BakeExecutionEnded"): {
         "sfn-execution-failed", "sfn-execution-timed-out", "sfn-execution-aborted"},
     ("ReapBuildersFunction", "InstanceStateChange"): {"ec2-running", "ec2-stopped"},

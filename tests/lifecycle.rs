@@ -381,6 +381,80 @@ async fn prune_respects_its_cap_oldest_first() {
 }
 
 #[tokio::test]
+async fn a_storm_of_terminations_is_pruned_once_per_type_and_region() {
+    let _serial = SERIAL.lock().await;
+    let emu = Emulator::from_env().await;
+    let settings = [("GOLDEN_PRUNE_MIN_AGE_HOURS", "0")];
+    let services = emu.services(&settings).await;
+    let prune_fn = emu.function_services("Prune", &settings).await;
+    let ty = unique_type("it-storm");
+    let estate = build_estate(&emu, std::slice::from_ref(&ty), 11).await;
+    publish(
+        &services,
+        &ty,
+        &[(
+            version(11),
+            images_of(&estate, &ty, 11),
+            VersionStatus::Published,
+        )],
+    )
+    .await;
+    // GIVEN a spot fleet of ten on a retired image, and an instance on no golden image
+    let old = estate.id(&ty, R2, 1).to_owned();
+    let fleet = emu.run_instances(R2, &old, &[("Name", "spot")], 10).await;
+    let stranger = emu
+        .run_instance(R2, &emu.base_ami, &[("Name", "other")])
+        .await;
+    // WHEN all of them terminate, and their events reach prune as one SQS batch (each delivered twice,
+    // as SQS may)
+    let mut ids = fleet.clone();
+    ids.push(stranger.clone());
+    emu.ec2(R2)
+        .terminate_instances()
+        .set_instance_ids(Some(ids.clone()))
+        .send()
+        .await
+        .expect("terminate");
+    let record = |id: &str| {
+        let mut event: Value =
+            serde_json::from_str(include_str!("../events/ec2-terminated.json")).expect("sample");
+        event["region"] = json!(R2);
+        event["detail"]["instance-id"] = json!(id);
+        json!({ "messageId": id, "eventSource": "aws:sqs", "body": event.to_string() })
+    };
+    let records: Vec<Value> = ids.iter().chain(ids.iter()).map(|id| record(id)).collect();
+    let report = prune::handle_batch(
+        &prune_fn,
+        match Trigger::try_from(json!({ "Records": records })).expect("a batch") {
+            Trigger::Batch(events) => events,
+            other => panic!("{other:?}"),
+        },
+    )
+    .await
+    .expect("prune batch");
+    // THEN the type and region are planned once for the 22 events, the stranger's are ignored, and the
+    // retired image is gone
+    assert_eq!(report.events, 22);
+    assert_eq!(report.runs.len(), 1, "{report:?}");
+    assert_eq!(
+        report.runs[0].scope,
+        prune::Scope::One {
+            region: R2.into(),
+            image_type: ty.clone()
+        }
+    );
+    assert_eq!(report.ignored.len(), 2, "{:?}", report.ignored);
+    assert!(!emu.image_exists(R2, &old).await);
+    // and the real function takes the batch as Lambda delivers it
+    let out = ok(
+        emu.invoke("prune", &json!({ "Records": [record(&stranger)] })),
+        "prune batch through the Lambda",
+    );
+    assert_eq!(out["events"], 1);
+    assert_eq!(out["runs"], json!([]));
+}
+
+#[tokio::test]
 async fn terminating_the_last_user_of_a_retired_ami_deletes_it_now() {
     let _serial = SERIAL.lock().await;
     let emu = Emulator::from_env().await;

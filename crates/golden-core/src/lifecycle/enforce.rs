@@ -115,8 +115,9 @@ pub async fn handle(services: &Services, trigger: Trigger) -> Result<EnforceRepo
             }
             freshness::plan_sweep(&fleet, &manifest, &rollout, now)
         }
-        Trigger::ExecutionStatus { .. } => return Err(Error::InvalidInput(
-            "enforce-freshness handles schedules and EC2 state changes, not Step Functions events"
+        Trigger::ExecutionStatus { .. } | Trigger::Batch(_) => return Err(Error::InvalidInput(
+            "enforce-freshness handles schedules and EC2 state changes, not Step Functions events or \
+             SQS batches"
                 .into(),
         )),
     };

@@ -80,7 +80,85 @@ pub async fn handle(services: &Services, trigger: Trigger) -> Result<PruneReport
                 "prune handles schedules and EC2 state changes, not Step Functions events".into(),
             ))
         }
+        Trigger::Batch(_) => {
+            return Err(Error::InvalidInput(
+                "a batch of events goes to prune::handle_batch".into(),
+            ))
+        }
     };
+    run(services, dry_run, scope).await
+}
+
+/// What one batch of EC2 `terminated` events (from PruneEventsQueue) did: each (type, region) they touch
+/// re-planned once, however many events named it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchReport {
+    pub events: usize,
+    /// One run per distinct (type, region).
+    pub runs: Vec<PruneReport>,
+    /// Events that concern no golden image, with why.
+    pub ignored: Vec<String>,
+    pub failures: Vec<ItemFailure>,
+}
+
+/// Coalesces a batch of terminated-instance events: the scopes they touch, deduplicated, each pruned once.
+pub async fn handle_batch(services: &Services, events: Vec<Trigger>) -> Result<BatchReport> {
+    services.config.check(crate::config::PRUNE_SETTINGS)?;
+    let dry_run = services.config.lifecycle.prune_dry_run;
+    let mut report = BatchReport {
+        events: events.len(),
+        runs: Vec::new(),
+        ignored: Vec::new(),
+        failures: Vec::new(),
+    };
+    let mut scopes: BTreeSet<(String, String)> = BTreeSet::new();
+    for event in events {
+        let Trigger::InstanceState {
+            region,
+            instance_id,
+            state,
+        } = event
+        else {
+            report
+                .ignored
+                .push(format!("{event:?}: not an EC2 state change"));
+            continue;
+        };
+        match scope_of_terminated(services, &region, &instance_id, &state).await {
+            Ok(Scope::One { region, image_type }) => {
+                scopes.insert((region, image_type));
+            }
+            Ok(Scope::Nothing { why }) => report.ignored.push(why),
+            Ok(Scope::All { .. }) => {}
+            Err(e) => report.failures.push(ItemFailure::new(
+                format!("{instance_id} ({region})"),
+                "find the image of",
+                &e,
+            )),
+        }
+    }
+    tracing::info!(
+        events = report.events,
+        scopes = scopes.len(),
+        "prune batch coalesced"
+    );
+    for (region, image_type) in scopes {
+        let item = format!("{image_type} in {region}");
+        match run(services, dry_run, Scope::One { region, image_type }).await {
+            Ok(run) => {
+                report.failures.extend(run.failures.iter().cloned());
+                report.runs.push(run);
+            }
+            Err(e) => report.failures.push(ItemFailure::new(item, "prune", &e)),
+        }
+    }
+    let failures = report.failures.clone();
+    finish("prune", report, &failures)
+}
+
+async fn run(services: &Services, dry_run: bool, scope: Scope) -> Result<PruneReport> {
+    let settings = &services.config.lifecycle;
     let mut report = PruneReport {
         dry_run,
         scope: scope.clone(),

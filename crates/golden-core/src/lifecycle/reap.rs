@@ -14,7 +14,7 @@ use super::{finish, recipes, sweep_regions, ItemFailure, Trigger};
 use crate::bake::cleanup::{discard_execution_images, CleanupReport};
 use crate::bake::lock::{self, Lock};
 use crate::bake::Services;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ports::Instance;
 use crate::reaping::{self, Builder, ExecutionState, ReapVerdict};
 use crate::recipe::Recipe;
@@ -80,6 +80,13 @@ pub async fn handle(services: &Services, trigger: Trigger) -> Result<ReapReport>
                 builder.map(|i| (region.clone(), i)).into_iter().collect(),
             )
         }
+        Trigger::Batch(_) => {
+            return Err(Error::InvalidInput(
+                "reap-builders handles schedules, EC2 state changes and Step Functions events, not SQS \
+                 batches"
+                    .into(),
+            ))
+        }
     };
     let mut report = ReapReport {
         dry_run,
@@ -127,7 +134,7 @@ pub async fn handle(services: &Services, trigger: Trigger) -> Result<ReapReport>
         Trigger::ExecutionStatus { execution_arn, .. } => Some(Some(execution_arn.as_str())),
         Trigger::Schedule | Trigger::Manual { .. } => Some(None),
         // A builder's state change concerns that builder only: the sweep finds the rest.
-        Trigger::InstanceState { .. } => None,
+        Trigger::InstanceState { .. } | Trigger::Batch(_) => None,
     };
     let found = match only {
         Some(only) => images_of_ended_executions(services, only, &reaped).await,

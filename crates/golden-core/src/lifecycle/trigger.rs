@@ -28,6 +28,23 @@ pub enum Trigger {
     /// Invoked by hand: sweep everything, deleting or stopping nothing if `dry_run` (the default: only an
     /// explicit `{"dryRun": false}` acts).
     Manual { dry_run: bool },
+    /// An SQS batch of EventBridge events (prune's PruneEventsQueue), each record's body one event.
+    Batch(Vec<Trigger>),
+}
+
+/// An SQS record as Lambda delivers it; only what a batch needs.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SqsRecord {
+    #[serde(default)]
+    event_source: String,
+    body: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct SqsBatch {
+    #[serde(rename = "Records")]
+    records: Vec<SqsRecord>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,6 +82,29 @@ impl TryFrom<serde_json::Value> for Trigger {
             return Err(Error::InvalidInput(format!(
                 "expected a JSON object (an EventBridge event, or a manual request {{\"dryRun\": bool}}), not {payload}"
             )));
+        }
+        if payload.get("Records").is_some() {
+            let batch: SqsBatch = serde_json::from_value(payload)
+                .map_err(|e| Error::InvalidInput(format!("malformed SQS batch: {e}")))?;
+            let mut events = Vec::with_capacity(batch.records.len());
+            for (i, record) in batch.records.into_iter().enumerate() {
+                if record.event_source != "aws:sqs" {
+                    return Err(Error::InvalidInput(format!(
+                        "Records[{i}] is from {:?}, not aws:sqs",
+                        record.event_source
+                    )));
+                }
+                let body: serde_json::Value = serde_json::from_str(&record.body).map_err(|e| {
+                    Error::InvalidInput(format!("Records[{i}].body is not JSON: {e}"))
+                })?;
+                if body.get("detail-type").is_none() {
+                    return Err(Error::InvalidInput(format!(
+                        "Records[{i}].body is not an EventBridge event (no detail-type)"
+                    )));
+                }
+                events.push(Trigger::try_from(body)?);
+            }
+            return Ok(Trigger::Batch(events));
         }
         if payload.get("detail-type").is_none() {
             let manual: ManualRequest = serde_json::from_value(payload).map_err(|e| {
@@ -111,6 +151,43 @@ impl TryFrom<serde_json::Value> for Trigger {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_sqs_batch_is_its_events_and_a_bad_record_fails_the_batch() {
+        let event = json!({ "version": "0", "id": "e-1", "detail-type": EC2_STATE_CHANGE, "source": "aws.ec2",
+            "account": "123456789012", "time": "2026-11-25T01:00:00Z", "region": "us-west-2",
+            "resources": [], "detail": { "instance-id": "i-0123456789abcdef0", "state": "terminated" } });
+        let record =
+            |body: String| json!({ "messageId": "m-1", "eventSource": "aws:sqs", "body": body });
+        let batch = json!({ "Records": [record(event.to_string()), record(event.to_string())] });
+        let expected = Trigger::InstanceState {
+            region: "us-west-2".into(),
+            instance_id: "i-0123456789abcdef0".into(),
+            state: "terminated".into(),
+        };
+        assert_eq!(
+            Trigger::try_from(batch).unwrap(),
+            Trigger::Batch(vec![expected.clone(), expected])
+        );
+        for (bad, says) in [
+            (
+                json!({ "Records": [record("{".into())] }),
+                "Records[0].body is not JSON",
+            ),
+            (
+                json!({ "Records": [record("{}".into())] }),
+                "Records[0].body is not an EventBridge event",
+            ),
+            (
+                json!({ "Records": [{ "eventSource": "aws:sns", "body": event.to_string() }] }),
+                "Records[0] is from \"aws:sns\"",
+            ),
+            (json!({ "Records": 3 }), "malformed SQS batch"),
+        ] {
+            let err = Trigger::try_from(bad).unwrap_err().to_string();
+            assert!(err.contains(says), "{err}");
+        }
+    }
 
     fn envelope(detail_type: &str, detail: serde_json::Value) -> serde_json::Value {
         json!({ "version": "0", "id": "e-1", "detail-type": detail_type, "source": "aws.ec2",
