@@ -455,6 +455,108 @@ async fn a_storm_of_terminations_is_pruned_once_per_type_and_region() {
 }
 
 #[tokio::test]
+async fn a_launch_templates_latest_version_protects_its_image_as_its_default_does() {
+    let _serial = SERIAL.lock().await;
+    let emu = Emulator::from_env().await;
+    let settings = [("GOLDEN_PRUNE_MIN_AGE_HOURS", "0"), ("GOLDEN_REGIONS", R1)];
+    let prune_fn = emu.function_services("Prune", &settings).await;
+    let ty = unique_type("it-lt-latest");
+    // GIVEN twelve versions (the default keep is 10, so v1 and v2 are out of it), and a launch template
+    // whose default version (1) names v1's image and whose latest (2, not the default) names v2's
+    let estate = build_estate(&emu, std::slice::from_ref(&ty), 12).await;
+    let lt = format!("{ty}-lt");
+    let data = |image: &str| {
+        aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+            .image_id(image)
+            .build()
+    };
+    emu.ec2(R1)
+        .create_launch_template()
+        .launch_template_name(&lt)
+        .launch_template_data(data(estate.id(&ty, R1, 1)))
+        .send()
+        .await
+        .expect("CreateLaunchTemplate");
+    emu.ec2(R1)
+        .create_launch_template_version()
+        .launch_template_name(&lt)
+        .launch_template_data(data(estate.id(&ty, R1, 2)))
+        .send()
+        .await
+        .expect("CreateLaunchTemplateVersion");
+    // WHEN prune plans
+    let report = prune::handle(&prune_fn, Trigger::Manual { dry_run: true })
+        .await
+        .expect("prune plan");
+    let plan = report.plan.expect("a plan");
+    let decision = |n: u32| {
+        plan.decisions
+            .iter()
+            .find(|d| d.image_id == estate.id(&ty, R1, n))
+            .unwrap_or_else(|| panic!("v{n} decided"))
+            .clone()
+    };
+    // THEN both images are kept for the template, each naming its version of it
+    for (n, which) in [(1, "v1 (default)"), (2, "v2 (latest)")] {
+        let d = decision(n);
+        assert_eq!(d.action, Action::Keep, "{d:?}");
+        let refs = d
+            .reasons
+            .iter()
+            .find_map(|r| match r {
+                Reason::LaunchTemplate { references } => Some(references.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("v{n} not kept for the template: {d:?}"));
+        assert!(refs.iter().any(|r| r.contains(which)), "{refs:?}");
+    }
+    let _ = emu
+        .ec2(R1)
+        .delete_launch_template()
+        .launch_template_name(&lt)
+        .send()
+        .await;
+}
+
+#[tokio::test]
+async fn a_running_event_of_an_instance_on_a_revoked_image_recycles_it_at_once() {
+    let _serial = SERIAL.lock().await;
+    let emu = Emulator::from_env().await;
+    let settings = [("GOLDEN_REGIONS", R1)];
+    let base = emu.services(&settings).await;
+    let enforce_fn = emu.function_services("EnforceFreshness", &settings).await;
+    let f = fleet(&emu, &base, "it-revoked-event").await;
+    // GIVEN an instance of the type on v1's image, which is revoked
+    let id = emu
+        .run_instance(R1, &f.revoked_image, &[(tags::TYPE, f.ty.as_str())])
+        .await;
+    // WHEN its `running` event arrives, at the very start of the rollout window
+    let mut event: Value =
+        serde_json::from_str(include_str!("../events/ec2-running.json")).expect("sample");
+    event["region"] = json!(R1);
+    event["detail"]["instance-id"] = json!(id);
+    let services = at(&enforce_fn, f.current_created);
+    let report = enforce::handle(&services, Trigger::try_from(event).expect("event"))
+        .await
+        .expect("enforce");
+    // THEN it is terminated now, not staggered, and the report says it runs a revoked version
+    assert_eq!(report.acted, vec![id.clone()], "{report:?}");
+    assert!(matches!(
+        report.decisions[0].verdict,
+        golden_core::freshness::Verdict::Revoked { .. }
+    ));
+    assert!(
+        report.decisions[0].note.contains("of revoked version"),
+        "{}",
+        report.decisions[0].note
+    );
+    assert!(matches!(
+        emu.instance_state(R1, &id).await.as_str(),
+        "terminated" | "shutting-down"
+    ));
+}
+
+#[tokio::test]
 async fn terminating_the_last_user_of_a_retired_ami_deletes_it_now() {
     let _serial = SERIAL.lock().await;
     let emu = Emulator::from_env().await;

@@ -1174,12 +1174,24 @@ mod tests {
     }
 
     /// Whether any keep fact holds for `c`, computed from scratch.
+    /// The oracle's own reading of the policy (not `Policy::keep_for`): the type the test configures keeps
+    /// `keep_a`, every other type `default_keep`.
+    fn keep_of(ty: &str, keep_a: usize, default_keep: usize) -> usize {
+        if ty == "bld-linux64" {
+            keep_a
+        } else {
+            default_keep
+        }
+    }
+
+    /// Whether the rules of DESIGN.md keep `c`, decided here from the facts alone.
     fn has_keep_fact(
         c: &Candidate,
         all: &[Candidate],
         m: Option<&Manifest>,
         p: &Protections,
-        policy: &Policy,
+        min_age: Duration,
+        keep: &dyn Fn(&str) -> usize,
     ) -> bool {
         let revoked = |ty: &str, version: &Version| {
             m.and_then(|m| m.find(ty, version))
@@ -1193,7 +1205,7 @@ mod tests {
         let protected = [&p.in_use, &p.launch_templates, &p.parameters]
             .iter()
             .any(|map| map.get(&c.image_id).is_some_and(|l| !l.is_empty()));
-        let young = c.created_at.is_none_or(|t| now() - t < policy.min_age);
+        let young = c.created_at.is_none_or(|t| now() - t < min_age);
         let (Some(ty), Some(version)) = (&c.image_type, &c.version) else {
             return true;
         };
@@ -1208,7 +1220,7 @@ mod tests {
             .filter_map(|o| o.version.as_ref())
             .filter(|o| *o > version && !revoked(ty, o))
             .collect();
-        let newest = !revoked(ty, version) && newer.len() < policy.keep_for(ty);
+        let newest = !revoked(ty, version) && newer.len() < keep(ty);
         !c.owned_by_account
             || !c.role_image
             || in_published
@@ -1237,12 +1249,23 @@ mod tests {
             };
             let p = plan(&candidates, manifest.as_ref(), &protections, &policy, now());
             prop_assert_eq!(p.decisions.len(), candidates.len());
+            let keep = |ty: &str| keep_of(ty, keep_a, default_keep);
+            let kept_by_fact = |c: &Candidate| {
+                has_keep_fact(c, &candidates, manifest.as_ref(), &protections, Duration::hours(min_age_hours), &keep)
+            };
 
             // No deleted image has a keep fact, and every delete has a delete reason.
             for d in p.decisions.iter().filter(|d| d.action == Action::Delete) {
                 let c = candidates.iter().find(|c| c.image_id == d.image_id).unwrap();
-                prop_assert!(!has_keep_fact(c, &candidates, manifest.as_ref(), &protections, &policy), "deleted {:?}", d);
+                prop_assert!(!kept_by_fact(c), "deleted {:?}", d);
                 prop_assert!(!d.reasons.is_empty());
+            }
+            // And the other way: an image no rule keeps is deleted, unless the cap stopped it (and says so).
+            for c in &candidates {
+                let d = p.decisions.iter().find(|d| d.image_id == c.image_id).unwrap();
+                if !kept_by_fact(c) && d.action == Action::Keep {
+                    prop_assert!(d.reasons.contains(&Reason::OverCap { max_deletes }), "kept for no reason: {:?}", d);
+                }
             }
 
             // The cap holds and is reported.
@@ -1269,7 +1292,7 @@ mod tests {
                         .filter(|v| !revoked(v))
                         .map(Reverse)
                         .collect();
-                    for Reverse(top) in versions.iter().take(policy.keep_for(ty)) {
+                    for Reverse(top) in versions.iter().take(keep(ty)) {
                         for c in candidates.iter().filter(ours).filter(|c| c.version.as_ref() == Some(*top)) {
                             let d = p.decisions.iter().find(|d| d.image_id == c.image_id).unwrap();
                             prop_assert_eq!(d.action, Action::Keep, "{} {} {} is among the newest", region, ty, top);

@@ -917,12 +917,24 @@ async fn prune_carries_on_past_an_image_it_cannot_deregister_and_keeps_that_imag
             .tags(tag("golden-ami:role", "image"))
             .tags(tag("golden-ami:type", "t1"))
             .tags(tag("golden-ami:version", &format!("202501{n:02}T000000Z")))
+            // Two volumes, so two snapshots (moto snapshots only the root volume: this is why this test
+            // uses mocks)
             .block_device_mappings(
                 BlockDeviceMapping::builder()
                     .device_name("/dev/xvda")
                     .ebs(
                         EbsBlockDevice::builder()
                             .snapshot_id(format!("snap-{n:016x}"))
+                            .build(),
+                    )
+                    .build(),
+            )
+            .block_device_mappings(
+                BlockDeviceMapping::builder()
+                    .device_name("/dev/xvdb")
+                    .ebs(
+                        EbsBlockDevice::builder()
+                            .snapshot_id(format!("snap-b{n:015x}"))
                             .build(),
                     )
                     .build(),
@@ -994,13 +1006,18 @@ async fn prune_carries_on_past_an_image_it_cannot_deregister_and_keeps_that_imag
         golden_core::lifecycle::prune::handle(&services, golden_core::lifecycle::Trigger::Schedule)
             .await
             .expect_err("one image could not be deregistered");
-    // THEN the second oldest image and its snapshot are deleted all the same, the refused image keeps
-    // its snapshot, and the run fails naming it
+    // THEN the second oldest image and both its snapshots are deleted all the same, the refused image
+    // keeps both of its snapshots, and the run fails naming it
     assert_eq!(refused.num_calls(), 1);
     assert_eq!(deregistered.num_calls(), 1);
+    let mut deleted = deleted.lock().expect("lock").clone();
+    deleted.sort();
     assert_eq!(
-        *deleted.lock().expect("lock"),
-        vec!["snap-0000000000000002".to_owned()]
+        deleted,
+        vec![
+            "snap-0000000000000002".to_owned(),
+            "snap-b000000000000002".to_owned()
+        ]
     );
     assert_eq!(err.error_type(), "ItemsFailed");
     let text = err.to_string();
@@ -1082,6 +1099,12 @@ async fn failed_bake_cleanup_frees_the_lock_first_and_carries_on_past_what_it_ca
                 BlockDeviceMapping::builder()
                     .device_name("/dev/xvda")
                     .ebs(EbsBlockDevice::builder().snapshot_id("snap-0aaa").build())
+                    .build(),
+            )
+            .block_device_mappings(
+                BlockDeviceMapping::builder()
+                    .device_name("/dev/xvdb")
+                    .ebs(EbsBlockDevice::builder().snapshot_id("snap-0bbb").build())
                     .build(),
             )
             .build();
@@ -1189,4 +1212,84 @@ async fn malformed_identifiers_and_unknown_regions_are_refused_before_any_aws_ca
             .contains("recipe.copy_to_regions[0] \"us-westt-2\""),
         "{e}"
     );
+}
+
+#[tokio::test]
+async fn a_failed_bakes_image_is_discarded_with_every_one_of_its_snapshots() {
+    use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice, Tag};
+    use golden_core::bake::cleanup::{self, TerminateInput};
+    // GIVEN a failed bake whose image has three volumes (moto snapshots only the root one: mocks here)
+    let image = mock!(aws_sdk_ec2::Client::describe_images).then_output(move || {
+        let mapping = |device: &str, snapshot: &str| {
+            BlockDeviceMapping::builder()
+                .device_name(device)
+                .ebs(EbsBlockDevice::builder().snapshot_id(snapshot).build())
+                .build()
+        };
+        let image = Ec2Image::builder()
+            .image_id("ami-0aaa1111")
+            .name("golden-bld-linux64-20261125T011500Z")
+            .state(ImageState::Available)
+            .tags(
+                Tag::builder()
+                    .key("golden-ami:execution")
+                    .value(EXEC)
+                    .build(),
+            )
+            .block_device_mappings(mapping("/dev/xvda", "snap-0aaa"))
+            .block_device_mappings(mapping("/dev/xvdb", "snap-0bbb"))
+            .block_device_mappings(mapping("/dev/xvdc", "snap-0ccc"))
+            // an instance-store volume has no snapshot
+            .block_device_mappings(
+                BlockDeviceMapping::builder()
+                    .device_name("/dev/xvdd")
+                    .virtual_name("ephemeral0")
+                    .build(),
+            )
+            .build();
+        DescribeImagesOutput::builder().images(image).build()
+    });
+    let no_builders = mock!(aws_sdk_ec2::Client::describe_instances)
+        .then_output(|| DescribeInstancesOutput::builder().build());
+    let deregister = mock!(aws_sdk_ec2::Client::deregister_image).then_output(|| {
+        aws_sdk_ec2::operation::deregister_image::DeregisterImageOutput::builder().build()
+    });
+    let deleted = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = deleted.clone();
+    let delete_snapshot =
+        mock!(aws_sdk_ec2::Client::delete_snapshot).then_compute_output(move |r| {
+            sink.lock()
+                .expect("lock")
+                .push(r.snapshot_id().unwrap_or_default().to_owned());
+            aws_sdk_ec2::operation::delete_snapshot::DeleteSnapshotOutput::builder().build()
+        });
+    let nothing =
+        mock!(aws_sdk_s3::Client::get_object).then_http_response(|| s3_error(404, "NoSuchKey"));
+    let services = services(
+        ec2(&[&image, &no_builders, &deregister, &delete_snapshot]),
+        ssm(&[]),
+        s3(&[&nothing]),
+    );
+    let mut state = serde_json::to_value(bake_state()).expect("state");
+    state["recipe"]["copy_to_regions"] = json!([]);
+    state["copies"] = json!([]);
+    state["builder"] = json!(null);
+    state["error"] = json!({ "Error": "ImageFailed", "Cause": "copy failed" });
+    let input: TerminateInput =
+        serde_json::from_value(json!({ "outcome": "failed", "executionId": EXEC, "state": state }))
+            .expect("input");
+    // WHEN the cleanup runs
+    let report = cleanup::handle(&services, input).await.expect("cleanup");
+    // THEN the image and all three of its snapshots are gone
+    assert_eq!(deregister.num_calls(), 1);
+    assert_eq!(
+        *deleted.lock().expect("lock"),
+        vec![
+            "snap-0aaa".to_owned(),
+            "snap-0bbb".to_owned(),
+            "snap-0ccc".to_owned()
+        ]
+    );
+    assert_eq!(report.deleted_snapshots.len(), 3, "{report:?}");
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
 }
