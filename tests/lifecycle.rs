@@ -782,7 +782,8 @@ async fn freshness_recycles_revoked_and_stale_instances_but_never_builders_or_ex
     let on_stale = run(f.stale_image.clone(), typed(&[])).await;
     let on_current = run(f.fresh_image.clone(), typed(&[])).await;
     let builder = run(f.stale_image.clone(), typed(&[(tags::ROLE, "builder")])).await;
-    let exempt = run(f.revoked_image.clone(), typed(&[(tags::EXEMPT, "true")])).await;
+    // (any case of "true" exempts)
+    let exempt = run(f.revoked_image.clone(), typed(&[(tags::EXEMPT, "TRUE")])).await;
 
     // WHEN a sweep runs past the rollout window of the current version
     let services = at(&enforce_fn, f.current_created + Duration::hours(4));
@@ -820,18 +821,18 @@ async fn a_launcher_pinned_to_a_revoked_image_cannot_make_enforcement_loop() {
     // GIVEN a type whose v1 is revoked (the manifest records when v3 became current), and a launch
     // template, as an Auto Scaling group would use, that still names v1's image
     let f = fleet(&emu, &base, "it-pinned").await;
-    // (as a revoke or promote now would stamp it; instance launch times have whole seconds)
+    // (as a revoke or promote would have stamped it, longer ago than the grace the parameters get)
+    let switched = Utc::now() - golden_core::freshness::PINNED_GRACE - Duration::minutes(5);
     set_became_current_at(
         &emu,
         &f.ty,
         Some(
-            Utc::now()
+            switched
                 .duration_trunc(Duration::seconds(1))
                 .expect("trunc"),
         ),
     )
     .await;
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let lt = format!("{}-lt", f.ty);
     emu.ec2(R1)
         .create_launch_template()
@@ -1558,6 +1559,11 @@ async fn lifecycle_lambdas_take_their_sample_events_and_reject_malformed_ones() 
     assert_eq!(report["dryRun"], true);
     assert!(report["plan"]["decisions"].is_array());
     assert_eq!(report["deregistered"], json!([]));
+    // and so is an empty object (a console test event), for each of the three
+    for function in ["prune", "reap-builders", "enforce-freshness"] {
+        let report = ok(emu.invoke(function, &json!({})), "an empty manual request");
+        assert_eq!(report["dryRun"], true, "{function}: {report}");
+    }
     let scheduled: Value =
         serde_json::from_str(include_str!("../events/scheduled-event.json")).expect("sample");
     let report = ok(

@@ -43,7 +43,8 @@ pub struct FleetInstance {
     pub builder: bool,
     /// Tag `golden-ami:exempt` == `true`.
     pub exempt: bool,
-    /// When EC2 launched it (unknown: treated as launched before anything).
+    /// When EC2 first launched it, kept across stops and starts (unknown: treated as launched before
+    /// anything).
     pub launched_at: Option<DateTime<Utc>>,
 }
 
@@ -149,9 +150,16 @@ impl Default for Rollout {
     }
 }
 
+/// How long after a version becomes current an instance launched from an outdated image is still taken
+/// for one started before the switch: the SSM parameters follow the manifest a moment later, and a
+/// launch in flight may have resolved the old image.
+pub const PINNED_GRACE: Duration = Duration::minutes(15);
+
 /// The verdict on one instance. Checks run in this order, so the first that applies wins: not running,
-/// builder, exempt, unknown type (no tag, type not in the manifest, or no current version), no image for
-/// the region, fresh, revoked (an image of a revoked version of its type in any region), else stale.
+/// builder, exempt, unknown type (no tag, or type not in the manifest); with no current version, revoked
+/// (an image of a revoked version of its type in any region) or else unknown type; no image of the
+/// current version for the region; fresh; pinned launcher (launched from a stale or revoked image after
+/// the switch, see [`PINNED_GRACE`]); revoked; else stale.
 pub fn verdict(instance: &FleetInstance, manifest: &Manifest, now: DateTime<Utc>) -> Verdict {
     if instance.state != "running" {
         return Verdict::NotRunning;
@@ -165,24 +173,36 @@ pub fn verdict(instance: &FleetInstance, manifest: &Manifest, now: DateTime<Utc>
     let Some(ty) = instance.image_type.as_deref() else {
         return Verdict::UnknownType;
     };
-    let (Some(entry), Some(current)) = (manifest.types.get(ty), manifest.current(ty)) else {
+    let Some(entry) = manifest.types.get(ty) else {
         return Verdict::UnknownType;
     };
+    let revoked = entry.versions.iter().find(|v| {
+        v.status == VersionStatus::Revoked && v.images.values().any(|i| i == &instance.image_id)
+    });
+    let Some(current) = manifest.current(ty) else {
+        // No current version (a forced revoke of the last good one): a revoked image is still revoked.
+        return match revoked {
+            Some(r) => Verdict::Revoked {
+                version: r.version.to_string(),
+                reason: r.revoked_reason.clone(),
+            },
+            None => Verdict::UnknownType,
+        };
+    };
     let Some(current_image) = current.images.get(&instance.region) else {
+        // Nothing to move it to in this region, even off a revoked image.
         return Verdict::NoImageForRegion {
             version: current.version.to_string(),
         };
     };
-    if &instance.image_id == current_image {
+    if current_image == &instance.image_id {
         return Verdict::Fresh;
     }
-    let revoked = entry.versions.iter().find(|v| {
-        v.status == VersionStatus::Revoked && v.images.values().any(|i| i == &instance.image_id)
-    });
-    // Launched from an outdated image after the current version became current: its launcher is pinned.
-    // Without the moment (a manifest written before it was recorded), nothing can be told: act as usual.
+    // Launched from an outdated image after the current version became current (plus the moments the SSM
+    // parameters take to follow the manifest): its launcher is pinned. Without the moment (a manifest
+    // written before it was recorded), nothing can be told: act as usual.
     if let (Some(since), Some(launched)) = (entry.became_current_at, instance.launched_at) {
-        if launched > since {
+        if launched > since + PINNED_GRACE {
             return Verdict::PinnedLauncher {
                 image_id: instance.image_id.clone(),
                 revoked: revoked.is_some(),
@@ -989,13 +1009,17 @@ mod tests {
         // GIVEN instances on a revoked and on a stale image, launched after the current version became
         // current THEN their launcher pins the image: reported, never due
         for (image, revoked) in [(BAD, true), (OLD, false)] {
-            let v = verdict(&launched(image, since + Duration::minutes(1)), &m, now());
+            let v = verdict(
+                &launched(image, since + PINNED_GRACE + Duration::minutes(1)),
+                &m,
+                now(),
+            );
             assert_eq!(
                 v,
                 Verdict::PinnedLauncher {
                     image_id: image.into(),
                     revoked,
-                    launched_at: since + Duration::minutes(1),
+                    launched_at: since + PINNED_GRACE + Duration::minutes(1),
                     current_version: Version::from_datetime(now() - Duration::minutes(90))
                         .to_string(),
                     current_since: since,
@@ -1003,8 +1027,11 @@ mod tests {
             );
             assert!(!due("i-1", &v, Duration::minutes(180)));
         }
-        // GIVEN the same launched before it THEN they are acted on as ever
+        // GIVEN the same launched before it, or within the grace after it (the parameters follow the
+        // manifest a moment later) THEN they are acted on as ever
         let v = verdict(&launched(BAD, since - Duration::minutes(1)), &m, now());
+        assert!(matches!(v, Verdict::Revoked { .. }), "{v:?}");
+        let v = verdict(&launched(BAD, since + PINNED_GRACE), &m, now());
         assert!(matches!(v, Verdict::Revoked { .. }), "{v:?}");
         assert!(due("i-1", &v, Duration::minutes(180)));
         // GIVEN a manifest that does not record the moment THEN nothing can be told: revoked, due
@@ -1012,12 +1039,27 @@ mod tests {
         assert!(matches!(v, Verdict::Revoked { .. }), "{v:?}");
         // and a sweep never acts on a pinned launch either
         let plan = plan_sweep(
-            &[launched(BAD, since + Duration::minutes(1))],
+            &[launched(BAD, since + PINNED_GRACE + Duration::minutes(1))],
             &m,
             &Rollout::default(),
             now(),
         );
         assert!(!plan[0].act);
         assert!(plan[0].note.contains("its launcher"), "{}", plan[0].note);
+    }
+
+    #[test]
+    fn with_no_current_version_an_instance_on_a_revoked_image_is_still_revoked() {
+        // GIVEN a forced revoke that left the type no current version
+        let mut m = manifest();
+        m.types.get_mut(TY).expect("type").current = None;
+        // THEN an instance on the revoked image is revoked (due at once), one on another image unknown
+        let v = verdict(&instance("i-1", BAD), &m, now());
+        assert!(matches!(v, Verdict::Revoked { .. }), "{v:?}");
+        assert!(due("i-1", &v, Duration::minutes(180)));
+        assert_eq!(
+            verdict(&instance("i-2", OLD), &m, now()),
+            Verdict::UnknownType
+        );
     }
 }

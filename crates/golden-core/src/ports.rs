@@ -18,7 +18,11 @@ pub struct Instance {
     pub image_id: String,
     /// `pending`, `running`, `stopping`, `stopped`, `shutting-down`, `terminated`.
     pub state: String,
+    /// EC2's LaunchTime: the last start, reset by every stop and start.
     pub launch_time: Option<DateTime<Utc>>,
+    /// When the instance was first launched: its primary network interface's attach time, which a stop
+    /// and start keeps (unlike `launch_time`).
+    pub first_launched: Option<DateTime<Utc>>,
     pub private_ip: Option<String>,
     pub public_ip: Option<String>,
     pub tags: BTreeMap<String, String>,

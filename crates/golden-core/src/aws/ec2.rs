@@ -74,6 +74,13 @@ fn instance(i: &aws_sdk_ec2::types::Instance) -> Instance {
             .map(|n| n.as_str().to_owned())
             .unwrap_or_default(),
         launch_time: i.launch_time().and_then(to_chrono),
+        first_launched: i
+            .network_interfaces()
+            .iter()
+            .filter_map(|n| n.attachment())
+            .find(|a| a.device_index() == Some(0))
+            .and_then(|a| a.attach_time())
+            .and_then(to_chrono),
         private_ip: i.private_ip_address().map(str::to_owned),
         public_ip: i.public_ip_address().map(str::to_owned),
         tags: from_tags(i.tags()),
@@ -549,4 +556,35 @@ fn describe_tags(tags: &[(&str, &str)]) -> String {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ec2::types::{InstanceNetworkInterface, InstanceNetworkInterfaceAttachment};
+
+    #[test]
+    fn first_launched_is_the_primary_interfaces_attach_time_which_a_restart_keeps() {
+        let t = |secs: i64| aws_smithy_types::DateTime::from_secs(secs);
+        let eni = |index: i32, at: i64| {
+            InstanceNetworkInterface::builder()
+                .attachment(
+                    InstanceNetworkInterfaceAttachment::builder()
+                        .device_index(index)
+                        .attach_time(t(at))
+                        .build(),
+                )
+                .build()
+        };
+        // GIVEN an instance launched at 1000, stopped and started at 9000, with a second ENI from 5000
+        let i = aws_sdk_ec2::types::Instance::builder()
+            .instance_id("i-0123456789abcdef0")
+            .launch_time(t(9000))
+            .network_interfaces(eni(1, 5000))
+            .network_interfaces(eni(0, 1000))
+            .build();
+        let mapped = instance(&i);
+        assert_eq!(mapped.launch_time.map(|d| d.timestamp()), Some(9000));
+        assert_eq!(mapped.first_launched.map(|d| d.timestamp()), Some(1000));
+    }
 }

@@ -72,7 +72,9 @@ pub async fn handle(services: &Services, trigger: Trigger) -> Result<EnforceRepo
                     let verdict = freshness::verdict(&fi, &manifest, now);
                     let mut act = freshness::due(&fi.instance_id, &verdict, rollout.window);
                     let mut note = freshness::note(&fi, &verdict, act, rollout.window);
-                    if let (true, Some(ty)) = (act, &fi.image_type) {
+                    // `report` acts on nothing, so it takes no slot of the cap.
+                    let acting = rollout.action != EnforceAction::Report;
+                    if let (true, true, Some(ty)) = (act, acting, &fi.image_type) {
                         // However many instances a launcher starts, the event path acts on at most the
                         // sweep's share of the type's fleet per hour; the sweep picks up the rest.
                         if let Err(why) = take_event_slot(
@@ -156,7 +158,8 @@ pub async fn handle(services: &Services, trigger: Trigger) -> Result<EnforceRepo
 /// How long the event path's per-type cap counts its actions over.
 pub const EVENT_CAP_MINUTES: i64 = 60;
 
-/// The event path's record of its recent actions on a type: `s3://$GOLDEN_BUCKET/enforce/<type>.json`.
+/// The event path's record of its recent actions on a type in a region (the fleet its cap is a share of):
+/// `s3://$GOLDEN_BUCKET/enforce/<type>/<region>.json`.
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct EventActions {
@@ -171,11 +174,11 @@ struct EventAction {
     region: String,
 }
 
-fn event_actions_key(image_type: &str) -> String {
-    format!("enforce/{image_type}.json")
+fn event_actions_key(image_type: &str, region: &str) -> String {
+    format!("enforce/{image_type}/{region}.json")
 }
 
-/// Claims one of the type's event-path actions for this hour: Ok(Ok) to act, Ok(Err(why)) when the cap is
+/// Claims one of the type's event-path actions in `region` for this hour: Ok(Ok) to act, Ok(Err(why)) when the cap is
 /// reached (the note for the report). The claim is a conditional write, so concurrent events cannot
 /// exceed the cap; a record that does not parse counts as a full one (fail safe: the sweep still acts).
 async fn take_event_slot(
@@ -197,9 +200,10 @@ async fn take_event_slot(
         .await?
         .iter()
         .filter(|i| i.tags.get(&services.config.type_tag).map(String::as_str) == Some(image_type))
+        .filter(|i| i.tags.get(tags::ROLE).map(String::as_str) != Some(tags::ROLE_BUILDER))
         .count();
     let budget = freshness::sweep_budget(fleet, rollout.max_fraction);
-    let key = event_actions_key(image_type);
+    let key = event_actions_key(image_type, region);
     let now = services.now();
     for _ in 0..4 {
         let existing = services.store.get(&key).await?;
@@ -282,6 +286,7 @@ fn fleet_instance(services: &Services, region: &str, i: &Instance) -> FleetInsta
             .tags
             .get(tags::EXEMPT)
             .is_some_and(|v| v.eq_ignore_ascii_case("true")),
-        launched_at: i.launch_time,
+        // Not LaunchTime: a stop and start resets it, and would make an old instance look freshly launched.
+        launched_at: i.first_launched,
     }
 }

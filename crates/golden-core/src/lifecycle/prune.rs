@@ -86,7 +86,9 @@ pub async fn handle(services: &Services, trigger: Trigger) -> Result<PruneReport
             ))
         }
     };
-    run(services, dry_run, scope).await
+    let report = run(services, dry_run, scope).await?;
+    let failures = report.failures.clone();
+    finish("prune", report, &failures)
 }
 
 /// What one batch of EC2 `terminated` events (from PruneEventsQueue) did: each (type, region) they touch
@@ -157,6 +159,7 @@ pub async fn handle_batch(services: &Services, events: Vec<Trigger>) -> Result<B
     finish("prune", report, &failures)
 }
 
+/// One prune run over `scope`; the items it could not act on are in the report's `failures`.
 async fn run(services: &Services, dry_run: bool, scope: Scope) -> Result<PruneReport> {
     let settings = &services.config.lifecycle;
     let mut report = PruneReport {
@@ -326,8 +329,7 @@ async fn run(services: &Services, dry_run: bool, scope: Scope) -> Result<PruneRe
             .push(format!("{snapshot} ({region})"));
     }
     report.plan = Some(plan);
-    let failures = report.failures.clone();
-    finish("prune", report, &failures)
+    Ok(report)
 }
 
 fn candidate(region: &str, image: &Image) -> Candidate {

@@ -216,6 +216,10 @@ async fn images_of_ended_executions(
             let Some(exec) = image.tags.get(tags::EXECUTION).cloned() else {
                 continue;
             };
+            // Another stack's (or region's) bake: not ours to judge, and its role may not describe it.
+            if !of_this_state_machine(services, &exec) {
+                continue;
+            }
             if published.contains(&image.image_id)
                 || handled.contains(&exec)
                 || image.state == "deregistered"
@@ -226,6 +230,17 @@ async fn images_of_ended_executions(
         }
     }
     Ok(out)
+}
+
+/// Whether `execution` is one of the deployment's bake state machine (`GOLDEN_STATE_MACHINE_ARN`); with
+/// none configured (the CLI against any stack), every execution is.
+fn of_this_state_machine(services: &Services, execution: &str) -> bool {
+    let Some(machine) = &services.config.state_machine_arn else {
+        return true;
+    };
+    // arn:aws:states:R:A:stateMachine:NAME -> arn:aws:states:R:A:execution:NAME:
+    let prefix = machine.replacen(":stateMachine:", ":execution:", 1) + ":";
+    execution.starts_with(&prefix)
 }
 
 /// Discards the images of `exec` if it ended without success (FAILED, TIMED_OUT, ABORTED). A running or

@@ -129,6 +129,12 @@ impl TryFrom<serde_json::Value> for Trigger {
                 let region = event.region.clone().filter(|r| !r.is_empty()).ok_or_else(|| {
                     Error::InvalidInput("EC2 state-change event without a region".into())
                 })?;
+                if !crate::recipe::is_region_name(&region) {
+                    return Err(Error::InvalidInput(format!(
+                        "EC2 state-change event: region {region:?} is not a region name like us-east-1"
+                    )));
+                }
+                crate::ids::instance("detail.instance-id", &d.instance_id)?;
                 Ok(Trigger::InstanceState { region, instance_id: d.instance_id, state: d.state })
             }
             SFN_STATUS_CHANGE => {
@@ -137,6 +143,7 @@ impl TryFrom<serde_json::Value> for Trigger {
                         "Step Functions status-change event without executionArn/status: {e}"
                     ))
                 })?;
+                crate::ids::execution_arn("detail.executionArn", &d.execution_arn)?;
                 Ok(Trigger::ExecutionStatus { execution_arn: d.execution_arn, status: d.status })
             }
             other => Err(Error::InvalidInput(format!(
@@ -204,23 +211,23 @@ mod tests {
         assert_eq!(
             Trigger::try_from(envelope(
                 EC2_STATE_CHANGE,
-                json!({"instance-id": "i-1", "state": "running"})
+                json!({"instance-id": "i-0123456789abcdef0", "state": "running"})
             ))
             .unwrap(),
             Trigger::InstanceState {
                 region: "us-west-2".into(),
-                instance_id: "i-1".into(),
+                instance_id: "i-0123456789abcdef0".into(),
                 state: "running".into()
             }
         );
         assert_eq!(
             Trigger::try_from(envelope(
                 SFN_STATUS_CHANGE,
-                json!({"executionArn": "arn:x", "status": "ABORTED"})
+                json!({"executionArn": "arn:aws:states:us-west-2:123456789012:execution:bake:b-1", "status": "ABORTED"})
             ))
             .unwrap(),
             Trigger::ExecutionStatus {
-                execution_arn: "arn:x".into(),
+                execution_arn: "arn:aws:states:us-west-2:123456789012:execution:bake:b-1".into(),
                 status: "ABORTED".into()
             }
         );
@@ -271,6 +278,31 @@ mod tests {
             ),
             (json!({"dryrun": true}), "manual request"),
             (json!([1, 2]), "manual request"),
+            (
+                envelope(
+                    EC2_STATE_CHANGE,
+                    json!({"instance-id": "i-1; rm", "state": "running"}),
+                ),
+                "detail.instance-id \"i-1; rm\" is not an instance id",
+            ),
+            (
+                envelope(
+                    SFN_STATUS_CHANGE,
+                    json!({"executionArn": "arn:x", "status": "FAILED"}),
+                ),
+                "detail.executionArn \"arn:x\" is not a Step Functions execution ARN",
+            ),
+            (
+                {
+                    let mut e = envelope(
+                        EC2_STATE_CHANGE,
+                        json!({"instance-id": "i-0123456789abcdef0", "state": "running"}),
+                    );
+                    e["region"] = json!("Moon");
+                    e
+                },
+                "region \"Moon\" is not a region name",
+            ),
         ];
         for (payload, expected) in cases {
             let err = Trigger::try_from(payload).unwrap_err();
