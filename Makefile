@@ -40,14 +40,15 @@ demo:
 	scripts/emulator run -- $(VENV)/python scripts/demo.py
 
 # One cargo run builds all twelve functions, so the SDK is compiled once for all of them (`sam build` runs one
-# cargo per function). cargo-lambda cross-compiles with the zig of .venv/ (its PyPI package brings it).
+# cargo per function). goldenctl is the operator's binary, not a Lambda: excluded. cargo-lambda
+# cross-compiles with the zig of .venv/ (its PyPI package brings it).
 ARM64 := aarch64-unknown-linux-gnu
 package: tools
 	@rustup target list --installed 2>/dev/null | grep -qx $(ARM64) || { \
 	  echo "==> rustup target add $(ARM64) (Lambda's arm64 standard library)"; rustup target add $(ARM64); }
-	$(call step,cargo lambda build --release --arm64 --workspace --bins --output-format zip)
+	$(call step,cargo lambda build --release --arm64 --workspace --exclude goldenctl --bins --output-format zip)
 	@started=$$(date +%s); \
-	PATH="$(CURDIR)/.venv/bin:$$PATH" cargo lambda build --release --arm64 --workspace --bins --output-format zip \
+	PATH="$(CURDIR)/.venv/bin:$$PATH" cargo lambda build --release --arm64 --workspace --exclude goldenctl --bins --output-format zip \
 	  --lambda-dir target/lambda; \
 	echo "built in $$(( $$(date +%s) - started )) s"
 	@python3 scripts/package-sizes target/lambda/*/bootstrap.zip

@@ -1,0 +1,129 @@
+//! goldenctl: the golden-ami operator's command line, on the same golden-core code the Lambdas run.
+//!
+//! AWS comes from the standard configuration (profiles, `AWS_REGION`, `AWS_ENDPOINT_URL`); the deployment
+//! from `GOLDEN_BUCKET` (or `--bucket`). Every command prints a table, or with `--output json` a stable JSON
+//! document (README.md "goldenctl").
+
+mod output;
+mod recipes;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use output::Format;
+
+/// Exit codes, documented in `--help` and the README.
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_ERROR: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+
+const EXIT_CODES: &str =
+    "Exit codes: 0 ok; 1 error (including an invalid recipe: every problem is listed); \
+2 usage (a bad flag or argument).";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "goldenctl",
+    version,
+    about = "Operate a golden-ami deployment: recipes and the published manifest",
+    after_help = EXIT_CODES
+)]
+struct Cli {
+    /// The deployment's bucket (recipes, locks, manifest.json).
+    #[arg(long, env = "GOLDEN_BUCKET", global = true)]
+    bucket: Option<String>,
+    /// `table` for people, `json` for scripts (stable: documented in the README).
+    #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
+    output: Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Recipes: check them, upload them, list what the bucket holds.
+    #[command(subcommand)]
+    Recipes(RecipesCommand),
+    /// The published manifest (all types, or one): current version and every version's images.
+    Manifest {
+        /// Only this image type.
+        #[arg(value_name = "TYPE")]
+        image_type: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RecipesCommand {
+    /// Check recipe files (TOML) without AWS: every problem of every file at once, with the field and the
+    /// fix. The file name must be the type: `bld-linux64.toml` holds `type = "bld-linux64"`.
+    Validate {
+        #[arg(value_name = "FILE", required = true)]
+        files: Vec<std::path::PathBuf>,
+    },
+    /// Validate, then upload each recipe as s3://$GOLDEN_BUCKET/recipes/<type>.json (what bakes read).
+    /// Nothing is uploaded if any file is invalid. Shows which recipes are new, changed or unchanged.
+    Push {
+        #[arg(value_name = "FILE", required = true)]
+        files: Vec<std::path::PathBuf>,
+        /// Show what would change; upload nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// The recipes in the bucket, each with its regions (and its problem, if one no longer validates).
+    List,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("goldenctl: cannot start: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("goldenctl: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let out = cli.output;
+    match cli.command {
+        Command::Recipes(RecipesCommand::Validate { files }) => Ok(recipes::validate(&files, out)),
+        Command::Recipes(RecipesCommand::Push { files, dry_run }) => {
+            let store = store(cli.bucket).await?;
+            recipes::push(&store, &files, dry_run, out).await
+        }
+        Command::Recipes(RecipesCommand::List) => {
+            let store = store(cli.bucket).await?;
+            recipes::list(&store, out).await
+        }
+        Command::Manifest { image_type } => {
+            let store = store(cli.bucket).await?;
+            recipes::manifest(&store, image_type.as_deref(), out).await
+        }
+    }
+}
+
+/// The deployment's bucket, through the standard AWS configuration.
+async fn store(bucket: Option<String>) -> anyhow::Result<golden_core::aws::S3Store> {
+    let bucket = bucket.filter(|b| !b.trim().is_empty()).ok_or_else(|| {
+        anyhow::anyhow!(
+            "no bucket: set GOLDEN_BUCKET or pass --bucket (the SAM stack's output GoldenBucket)"
+        )
+    })?;
+    let sdk = golden_core::aws::load_config().await;
+    Ok(golden_core::aws::S3Store::new(
+        aws_sdk_s3::Client::new(&sdk),
+        bucket,
+    ))
+}

@@ -1,0 +1,218 @@
+//! goldenctl as a user runs it: the real binary (assert_cmd), its exit codes, its table and JSON (insta
+//! snapshots). `recipes validate` needs no AWS; the other commands run on the emulator (`make test` runs
+//! this file inside `scripts/emulator run`, which exports GOLDEN_BUCKET and AWS_ENDPOINT_URL).
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use serde_json::Value;
+
+fn goldenctl() -> Command {
+    let mut cmd = Command::cargo_bin("goldenctl").expect("the goldenctl binary");
+    cmd.env_remove("NO_COLOR");
+    cmd
+}
+
+/// The emulator's bucket; these tests need `scripts/emulator run` (as `make test` does).
+fn emulator_bucket() -> String {
+    std::env::var("GOLDEN_BUCKET")
+        .ok()
+        .filter(|_| std::env::var("GOLDEN_EMULATOR").is_ok())
+        .expect("run under the emulator: scripts/emulator run -- cargo test -p goldenctl")
+}
+
+const SHIPPED: [&str; 3] = [
+    "../../infra/recipes/b-2008.toml",
+    "../../infra/recipes/bld-linux64.toml",
+    "../../infra/recipes/tst-linux64.toml",
+];
+
+#[test]
+fn the_shipped_recipes_validate() {
+    goldenctl()
+        .args(["recipes", "validate"])
+        .args(SHIPPED)
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains(
+            "ok       ../../infra/recipes/bld-linux64.toml (bld-linux64)",
+        ));
+}
+
+#[test]
+fn a_broken_recipe_lists_every_problem_and_exits_1() {
+    let out = goldenctl()
+        .args(["recipes", "validate", "tests/fixtures/broken.toml"])
+        .assert()
+        .code(1)
+        .get_output()
+        .stdout
+        .clone();
+    insta::assert_snapshot!("validate_broken_table", String::from_utf8_lossy(&out));
+    let out = goldenctl()
+        .args([
+            "--output",
+            "json",
+            "recipes",
+            "validate",
+            "tests/fixtures/broken.toml",
+        ])
+        .assert()
+        .code(1)
+        .get_output()
+        .stdout
+        .clone();
+    let json: Value = serde_json::from_slice(&out).expect("JSON");
+    insta::assert_json_snapshot!("validate_broken_json", json);
+}
+
+#[test]
+fn a_recipe_must_be_named_for_its_type() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("not-its-name.toml");
+    std::fs::copy("../../infra/recipes/bld-linux64.toml", &file).expect("copy");
+    goldenctl()
+        .args(["recipes", "validate"])
+        .arg(&file)
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains(
+            "type: type \"bld-linux64\" is not the file's name; rename the file to bld-linux64.toml",
+        ));
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_documents_the_exit_codes() {
+    goldenctl().args(["recipes", "validate"]).assert().code(2);
+    goldenctl().args(["no-such-command"]).assert().code(2);
+    goldenctl()
+        .arg("--help")
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("Exit codes: 0 ok; 1 error"));
+}
+
+#[test]
+fn without_a_bucket_the_error_says_how_to_set_one() {
+    goldenctl()
+        .env_remove("GOLDEN_BUCKET")
+        .args(["recipes", "list"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "no bucket: set GOLDEN_BUCKET or pass --bucket",
+        ));
+}
+
+#[test]
+fn push_uploads_new_and_changed_recipes_and_list_shows_them() {
+    let bucket = emulator_bucket();
+    let ty = format!("ctl-{}", std::process::id());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join(format!("{ty}.toml"));
+    let text = std::fs::read_to_string("../../infra/recipes/tst-linux64.toml")
+        .expect("recipe")
+        .replace("type = \"tst-linux64\"", &format!("type = \"{ty}\""));
+    std::fs::write(&file, &text).expect("write");
+    let push = |extra: &[&str]| -> Value {
+        let out = goldenctl()
+            .args(["--output", "json", "recipes", "push"])
+            .args(extra)
+            .arg(&file)
+            .assert()
+            .code(0)
+            .get_output()
+            .stdout
+            .clone();
+        serde_json::from_slice(&out).expect("JSON")
+    };
+    // a dry run says new, and uploads nothing
+    let report = push(&["--dry-run"]);
+    assert_eq!(report["dryRun"], true);
+    assert_eq!(report["recipes"][0]["change"], "new");
+    assert_eq!(push(&["--dry-run"])["recipes"][0]["change"], "new");
+    // then it is pushed, then unchanged, then changed once edited
+    assert_eq!(push(&[])["recipes"][0]["change"], "new");
+    let report = push(&[]);
+    assert_eq!(report["recipes"][0]["change"], "unchanged");
+    assert_eq!(report["recipes"][0]["key"], format!("recipes/{ty}.json"));
+    assert_eq!(report["bucket"], bucket.as_str());
+    std::fs::write(&file, text.replace("keep = ", "keep = 1")).expect("edit");
+    assert_eq!(push(&[])["recipes"][0]["change"], "changed");
+    // list shows it, valid, with its regions
+    let out = goldenctl()
+        .args(["--output", "json", "recipes", "list"])
+        .assert()
+        .code(0)
+        .get_output()
+        .stdout
+        .clone();
+    let list: Value = serde_json::from_slice(&out).expect("JSON");
+    let mine = list["recipes"]
+        .as_array()
+        .expect("recipes")
+        .iter()
+        .find(|r| r["type"] == ty.as_str())
+        .expect("the pushed recipe is listed")
+        .clone();
+    assert_eq!(mine["valid"], true);
+    assert_eq!(mine["buildRegion"], "us-east-1");
+    goldenctl()
+        .args(["recipes", "list"])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains(ty.as_str()));
+}
+
+#[test]
+fn an_invalid_file_pushes_nothing() {
+    emulator_bucket();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = dir
+        .path()
+        .join(format!("ctl-good-{}.toml", std::process::id()));
+    let text = std::fs::read_to_string("../../infra/recipes/tst-linux64.toml")
+        .expect("recipe")
+        .replace(
+            "type = \"tst-linux64\"",
+            &format!("type = \"ctl-good-{}\"", std::process::id()),
+        );
+    std::fs::write(&good, text).expect("write");
+    goldenctl()
+        .args(["recipes", "push"])
+        .arg(&good)
+        .arg("tests/fixtures/broken.toml")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("nothing pushed"));
+    let out = goldenctl()
+        .args(["--output", "json", "recipes", "list"])
+        .assert()
+        .code(0)
+        .get_output()
+        .stdout
+        .clone();
+    assert!(
+        !String::from_utf8_lossy(&out).contains(&format!("ctl-good-{}", std::process::id())),
+        "the valid file was pushed although another was invalid"
+    );
+}
+
+#[test]
+fn manifest_shows_the_published_manifest_and_names_an_unknown_type() {
+    emulator_bucket();
+    let out = goldenctl()
+        .args(["--output", "json", "manifest"])
+        .assert()
+        .code(0)
+        .get_output()
+        .stdout
+        .clone();
+    let manifest: Value = serde_json::from_slice(&out).expect("JSON");
+    assert_eq!(manifest["schema"], 1);
+    assert!(manifest["types"].is_object());
+    goldenctl()
+        .args(["manifest", "no-such-type"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("has no type \"no-such-type\""));
+}
