@@ -689,6 +689,21 @@ struct Fleet {
     fresh_image: String,
 }
 
+/// Turns termination protection of an instance in R1 on or off.
+async fn set_termination_protection(emu: &Emulator, instance_id: &str, on: bool) {
+    emu.ec2(R1)
+        .modify_instance_attribute()
+        .instance_id(instance_id)
+        .disable_api_termination(
+            aws_sdk_ec2::types::AttributeBooleanValue::builder()
+                .value(on)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("ModifyInstanceAttribute");
+}
+
 /// Sets (or, with None, removes) a type's `becameCurrentAt` in the stored manifest.
 async fn set_became_current_at(emu: &Emulator, ty: &str, at: Option<DateTime<Utc>>) {
     let mut manifest: Value =
@@ -1206,18 +1221,7 @@ async fn enforce_carries_on_past_an_instance_it_cannot_terminate_and_fails_namin
     // GIVEN two instances on a revoked image, the first with termination protection
     let protected = emu.run_instance(R1, &f.revoked_image, &typed).await;
     let plain = emu.run_instance(R1, &f.revoked_image, &typed).await;
-    let protect = |on: bool| {
-        emu.ec2(R1)
-            .modify_instance_attribute()
-            .instance_id(&protected)
-            .disable_api_termination(
-                aws_sdk_ec2::types::AttributeBooleanValue::builder()
-                    .value(on)
-                    .build(),
-            )
-            .send()
-    };
-    protect(true).await.expect("protect");
+    set_termination_protection(&emu, &protected, true).await;
     // WHEN a sweep runs
     let services = at(&enforce_fn, f.current_created + Duration::hours(4));
     let err = enforce::handle(&services, Trigger::Schedule)
@@ -1225,7 +1229,7 @@ async fn enforce_carries_on_past_an_instance_it_cannot_terminate_and_fails_namin
         .expect_err("one instance cannot be terminated");
     // THEN the other one is terminated all the same, and the run fails naming the protected one
     let state = emu.instance_state(R1, &plain).await;
-    protect(false).await.expect("unprotect");
+    set_termination_protection(&emu, &protected, false).await;
     emu.ec2(R1)
         .terminate_instances()
         .instance_ids(&protected)
@@ -1262,24 +1266,13 @@ async fn reaper_carries_on_past_a_builder_it_cannot_terminate() {
     ];
     let protected = emu.run_instance(R1, &emu.base_ami, &builder_tags).await;
     let plain = emu.run_instance(R1, &emu.base_ami, &builder_tags).await;
-    let protect = |on: bool| {
-        emu.ec2(R1)
-            .modify_instance_attribute()
-            .instance_id(&protected)
-            .disable_api_termination(
-                aws_sdk_ec2::types::AttributeBooleanValue::builder()
-                    .value(on)
-                    .build(),
-            )
-            .send()
-    };
-    protect(true).await.expect("protect");
+    set_termination_protection(&emu, &protected, true).await;
     // WHEN the reaper sweeps
     let err = reap::handle(&reap_fn, Trigger::Schedule)
         .await
         .expect_err("one builder cannot be terminated");
     let plain_state = emu.instance_state(R1, &plain).await;
-    protect(false).await.expect("unprotect");
+    set_termination_protection(&emu, &protected, false).await;
     emu.ec2(R1)
         .terminate_instances()
         .instance_ids(&protected)

@@ -6,6 +6,18 @@ use assert_cmd::Command;
 use predicates::prelude::*;
 use serde_json::Value;
 
+/// Runs goldenctl with `args`, expects `code`, and parses what it printed as JSON.
+fn json_of(args: &[&str], code: i32) -> Value {
+    let out = goldenctl()
+        .args(args)
+        .assert()
+        .code(code)
+        .get_output()
+        .stdout
+        .clone();
+    serde_json::from_slice(&out).expect("goldenctl printed JSON")
+}
+
 fn goldenctl() -> Command {
     let mut cmd = Command::cargo_bin("goldenctl").expect("the goldenctl binary");
     cmd.env_remove("NO_COLOR");
@@ -139,14 +151,7 @@ fn push_uploads_new_and_changed_recipes_and_list_shows_them() {
     std::fs::write(&file, text.replace("keep = ", "keep = 1")).expect("edit");
     assert_eq!(push(&[])["recipes"][0]["change"], "changed");
     // list shows it, valid, with its regions
-    let out = goldenctl()
-        .args(["--output", "json", "recipes", "list"])
-        .assert()
-        .code(0)
-        .get_output()
-        .stdout
-        .clone();
-    let list: Value = serde_json::from_slice(&out).expect("JSON");
+    let list = json_of(&["--output", "json", "recipes", "list"], 0);
     let mine = list["recipes"]
         .as_array()
         .expect("recipes")
@@ -184,15 +189,11 @@ fn an_invalid_file_pushes_nothing() {
         .assert()
         .code(1)
         .stderr(predicate::str::contains("nothing pushed"));
-    let out = goldenctl()
-        .args(["--output", "json", "recipes", "list"])
-        .assert()
-        .code(0)
-        .get_output()
-        .stdout
-        .clone();
+    let list = json_of(&["--output", "json", "recipes", "list"], 0);
     assert!(
-        !String::from_utf8_lossy(&out).contains(&format!("ctl-good-{}", std::process::id())),
+        !list
+            .to_string()
+            .contains(&format!("ctl-good-{}", std::process::id())),
         "the valid file was pushed although another was invalid"
     );
 }
@@ -200,14 +201,7 @@ fn an_invalid_file_pushes_nothing() {
 #[test]
 fn manifest_shows_the_published_manifest_and_names_an_unknown_type() {
     emulator_bucket();
-    let out = goldenctl()
-        .args(["--output", "json", "manifest"])
-        .assert()
-        .code(0)
-        .get_output()
-        .stdout
-        .clone();
-    let manifest: Value = serde_json::from_slice(&out).expect("JSON");
+    let manifest = json_of(&["--output", "json", "manifest"], 0);
     assert_eq!(manifest["schema"], 1);
     assert!(manifest["types"].is_object());
     goldenctl()
