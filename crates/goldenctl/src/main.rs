@@ -6,6 +6,7 @@
 
 mod output;
 mod recipes;
+mod status;
 
 use std::process::ExitCode;
 
@@ -26,7 +27,7 @@ const EXIT_CODES: &str =
 #[command(
     name = "goldenctl",
     version,
-    about = "Operate a golden-ami deployment: recipes and the published manifest",
+    about = "Operate a golden-ami deployment: recipes, the published manifest, instances",
     after_help = EXIT_CODES
 )]
 struct Cli {
@@ -50,6 +51,16 @@ enum Command {
         /// Only this image type.
         #[arg(value_name = "TYPE")]
         image_type: Option<String>,
+    },
+    /// An instance by its Name tag (exact) or id, searched in every region: IPs, state and why, the spot
+    /// request's status, its image type, AMI and the AMI's verdict (current, stale, revoked, not golden),
+    /// launch time and tags. Several matches are all shown; none exits 1.
+    Status {
+        #[arg(value_name = "NAME|INSTANCE_ID")]
+        target: String,
+        /// Search these regions (repeat the flag); default GOLDEN_REGIONS, else the AWS default region.
+        #[arg(long = "region", value_name = "REGION")]
+        regions: Vec<String>,
     },
 }
 
@@ -107,11 +118,47 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             let store = store(cli.bucket).await?;
             recipes::list(&store, out).await
         }
+        Command::Status { target, regions } => {
+            let sdk = golden_core::aws::load_config().await;
+            let regions = search_regions(regions, &sdk)?;
+            let store = cli.bucket.filter(|b| !b.trim().is_empty()).map(|bucket| {
+                golden_core::aws::S3Store::new(aws_sdk_s3::Client::new(&sdk), bucket)
+            });
+            let type_tag = std::env::var("GOLDEN_TYPE_TAG")
+                .ok()
+                .filter(|t| !t.trim().is_empty())
+                .unwrap_or_else(|| golden_core::tags::DEFAULT_TYPE_TAG.to_owned());
+            let store_ref = store
+                .as_ref()
+                .map(|s| s as &dyn golden_core::ports::ObjectStore);
+            status::status(&sdk, store_ref, &type_tag, &target, regions, out).await
+        }
         Command::Manifest { image_type } => {
             let store = store(cli.bucket).await?;
             recipes::manifest(&store, image_type.as_deref(), out).await
         }
     }
+}
+
+/// The regions to search: the flags, else GOLDEN_REGIONS, else the AWS default region.
+fn search_regions(flags: Vec<String>, sdk: &aws_config::SdkConfig) -> anyhow::Result<Vec<String>> {
+    let regions: Vec<String> = if flags.is_empty() {
+        std::env::var("GOLDEN_REGIONS")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned)
+            .collect()
+    } else {
+        flags
+    };
+    if !regions.is_empty() {
+        return Ok(regions);
+    }
+    sdk.region().map(|r| vec![r.to_string()]).ok_or_else(|| {
+        anyhow::anyhow!("no region to search: pass --region, set GOLDEN_REGIONS or AWS_REGION")
+    })
 }
 
 /// The deployment's bucket, through the standard AWS configuration.

@@ -210,3 +210,89 @@ fn manifest_shows_the_published_manifest_and_names_an_unknown_type() {
         .code(1)
         .stderr(predicate::str::contains("has no type \"no-such-type\""));
 }
+
+/// Launches an instance in `region` with a Name tag; returns its id.
+fn run_named(region: &str, name: &str) -> String {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let sdk = golden_core::aws::load_config().await;
+        let conf = aws_sdk_ec2::config::Builder::from(&sdk)
+            .region(aws_sdk_ec2::config::Region::new(region.to_owned()))
+            .build();
+        let ec2 = aws_sdk_ec2::Client::from_conf(conf);
+        // Any image will do: register one in the region.
+        let image = ec2
+            .register_image()
+            .name(format!("{name}-image"))
+            .root_device_name("/dev/xvda")
+            .send()
+            .await
+            .expect("RegisterImage")
+            .image_id()
+            .expect("id")
+            .to_owned();
+        let out = ec2
+            .run_instances()
+            .image_id(image)
+            .min_count(1)
+            .max_count(1)
+            .tag_specifications(
+                aws_sdk_ec2::types::TagSpecification::builder()
+                    .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
+                    .tags(
+                        aws_sdk_ec2::types::Tag::builder()
+                            .key("Name")
+                            .value(name)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("RunInstances");
+        out.instances()[0].instance_id().expect("id").to_owned()
+    })
+}
+
+#[test]
+fn status_finds_an_instance_by_name_or_id_in_any_region() {
+    emulator_bucket();
+    let name = format!("ctl-status-{}", std::process::id());
+    let id = run_named("us-west-2", &name);
+    // WHEN it is looked up by name, searching every GOLDEN_REGIONS region
+    let report = json_of(&["--output", "json", "status", &name], 0);
+    // THEN it is found in its region with its state, IP, image and verdict
+    let found = &report["instances"][0];
+    assert_eq!(
+        report["instances"].as_array().map(Vec::len),
+        Some(1),
+        "{report}"
+    );
+    assert_eq!(found["region"], "us-west-2");
+    assert_eq!(found["instanceId"], id.as_str());
+    assert_eq!(found["name"], name.as_str());
+    assert_eq!(found["state"], "running");
+    assert!(found["privateIp"].is_string(), "{found}");
+    assert_eq!(found["verdict"], "not golden");
+    assert_eq!(found["tags"]["Name"], name.as_str());
+    // and by id, the same instance
+    let by_id = json_of(&["--output", "json", "status", &id], 0);
+    assert_eq!(by_id["instances"][0]["name"], name.as_str());
+    goldenctl()
+        .args(["status", &id])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains(name.as_str()).and(predicate::str::contains("us-west-2")));
+}
+
+#[test]
+fn status_of_nothing_exits_1_with_a_hint() {
+    emulator_bucket();
+    goldenctl()
+        .args(["status", "no-such-instance-name"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "no instance named \"no-such-instance-name\" (tag Name, exact) or with that id in us-east-1",
+        ));
+}
