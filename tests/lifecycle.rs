@@ -704,6 +704,18 @@ async fn set_termination_protection(emu: &Emulator, instance_id: &str, on: bool)
         .expect("ModifyInstanceAttribute");
 }
 
+/// The cleanup after a termination-protection test: lets the instance go, then terminates it, so later
+/// sweeps of the shared emulator do not meet it.
+async fn unprotect_and_terminate(emu: &Emulator, instance_id: &str) {
+    set_termination_protection(emu, instance_id, false).await;
+    emu.ec2(R1)
+        .terminate_instances()
+        .instance_ids(instance_id)
+        .send()
+        .await
+        .expect("clean up");
+}
+
 /// Sets (or, with None, removes) a type's `becameCurrentAt` in the stored manifest.
 async fn set_became_current_at(emu: &Emulator, ty: &str, at: Option<DateTime<Utc>>) {
     let mut manifest: Value =
@@ -1229,13 +1241,7 @@ async fn enforce_carries_on_past_an_instance_it_cannot_terminate_and_fails_namin
         .expect_err("one instance cannot be terminated");
     // THEN the other one is terminated all the same, and the run fails naming the protected one
     let state = emu.instance_state(R1, &plain).await;
-    set_termination_protection(&emu, &protected, false).await;
-    emu.ec2(R1)
-        .terminate_instances()
-        .instance_ids(&protected)
-        .send()
-        .await
-        .expect("clean up");
+    unprotect_and_terminate(&emu, &protected).await;
     assert!(
         matches!(state.as_str(), "terminated" | "shutting-down"),
         "{plain} is {state}"
@@ -1272,13 +1278,7 @@ async fn reaper_carries_on_past_a_builder_it_cannot_terminate() {
         .await
         .expect_err("one builder cannot be terminated");
     let plain_state = emu.instance_state(R1, &plain).await;
-    set_termination_protection(&emu, &protected, false).await;
-    emu.ec2(R1)
-        .terminate_instances()
-        .instance_ids(&protected)
-        .send()
-        .await
-        .expect("clean up");
+    unprotect_and_terminate(&emu, &protected).await;
     // THEN the other builder is reaped all the same, and the run fails naming the protected one
     assert!(
         matches!(plain_state.as_str(), "terminated" | "shutting-down"),

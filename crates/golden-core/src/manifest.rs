@@ -201,6 +201,15 @@ impl Manifest {
     }
 
     /// The current version of `ty`, if any.
+    /// Every image id any version of any type lists (published or revoked): what the manifest still names.
+    pub fn image_ids(&self) -> std::collections::BTreeSet<String> {
+        self.types
+            .values()
+            .flat_map(|t| &t.versions)
+            .flat_map(|v| v.images.values().cloned())
+            .collect()
+    }
+
     pub fn current(&self, ty: &str) -> Option<&VersionEntry> {
         let entry = self.types.get(ty)?;
         let current = entry.current.as_ref()?;

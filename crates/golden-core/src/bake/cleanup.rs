@@ -288,12 +288,7 @@ pub async fn discard_execution_images(
     let published: BTreeSet<String> = match read_manifest(services.store.as_ref(), services.now())
         .await
     {
-        Ok((manifest, _)) => manifest
-            .types
-            .values()
-            .flat_map(|t| &t.versions)
-            .flat_map(|v| v.images.values().cloned())
-            .collect(),
+        Ok((manifest, _)) => manifest.image_ids(),
         // An unreadable manifest cannot say what is published: keep every image rather than guess.
         Err(e) => {
             tracing::error!(error = %e, "cannot read the manifest; keeping this execution's images");

@@ -82,14 +82,6 @@ pub async fn acquire(
     })
 }
 
-/// Who holds the lock of `image_type`, if anyone.
-pub async fn holder(store: &dyn ObjectStore, image_type: &str) -> Result<Option<LockRecord>> {
-    let Some(existing) = store.get(&lock_key(image_type)).await? else {
-        return Ok(None);
-    };
-    Ok(serde_json::from_slice(&existing.body).ok())
-}
-
 /// A lock object as the reaper sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lock {

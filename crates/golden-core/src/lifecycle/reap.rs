@@ -197,15 +197,9 @@ async fn images_of_ended_executions(
     only: Option<&str>,
     handled: &BTreeSet<String>,
 ) -> Result<BTreeMap<String, Vec<(String, crate::ports::Image)>>> {
-    let published: BTreeSet<String> =
-        crate::publishing::read_manifest(services.store.as_ref(), services.now())
-            .await?
-            .0
-            .types
-            .values()
-            .flat_map(|t| &t.versions)
-            .flat_map(|v| v.images.values().cloned())
-            .collect();
+    let (manifest, _) =
+        crate::publishing::read_manifest(services.store.as_ref(), services.now()).await?;
+    let published = manifest.image_ids();
     let mut filter = vec![(tags::ROLE, tags::ROLE_IMAGE)];
     if let Some(exec) = only {
         filter.push((tags::EXECUTION, exec));
