@@ -206,7 +206,7 @@ impl Config {
             .unwrap_or_default();
         if bucket.is_empty() {
             return Err(Error::Config(
-                "GOLDEN_BUCKET is not set; set it to the bucket that holds recipes and the manifest (the SAM stack's output GoldenBucket)".into(),
+                "GOLDEN_BUCKET is not set; set it to the bucket that holds recipes and the manifest (the SAM stack's output BucketName)".into(),
             ));
         }
         if !is_bucket_name(&bucket) {

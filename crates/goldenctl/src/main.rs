@@ -4,8 +4,10 @@
 //! from `GOLDEN_BUCKET` (or `--bucket`). Every command prints a table, or with `--output json` a stable JSON
 //! document (README.md "goldenctl").
 
+mod deploy;
 mod output;
 mod recipes;
+mod stack;
 mod status;
 
 use std::process::ExitCode;
@@ -31,9 +33,8 @@ const EXIT_CODES: &str =
     after_help = EXIT_CODES
 )]
 struct Cli {
-    /// The deployment's bucket (recipes, locks, manifest.json).
-    #[arg(long, env = "GOLDEN_BUCKET", global = true)]
-    bucket: Option<String>,
+    #[command(flatten)]
+    deployment: deploy::DeploymentArgs,
     /// `table` for people, `json` for scripts (stable: documented in the README).
     #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
     output: Format,
@@ -108,69 +109,34 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     let out = cli.output;
+    if let Command::Recipes(RecipesCommand::Validate { files }) = &cli.command {
+        return Ok(recipes::validate(files, out));
+    }
+    let deployment = deploy::Deployment::resolve(cli.deployment).await?;
     match cli.command {
-        Command::Recipes(RecipesCommand::Validate { files }) => Ok(recipes::validate(&files, out)),
+        Command::Recipes(RecipesCommand::Validate { .. }) => unreachable!("handled above"),
         Command::Recipes(RecipesCommand::Push { files, dry_run }) => {
-            let store = store(cli.bucket).await?;
-            recipes::push(&store, &files, dry_run, out).await
+            recipes::push(&deployment.store()?, &files, dry_run, out).await
         }
-        Command::Recipes(RecipesCommand::List) => {
-            let store = store(cli.bucket).await?;
-            recipes::list(&store, out).await
-        }
+        Command::Recipes(RecipesCommand::List) => recipes::list(&deployment.store()?, out).await,
         Command::Status { target, regions } => {
-            let sdk = golden_core::aws::load_config().await;
-            let regions = search_regions(regions, &sdk)?;
-            let store = cli.bucket.filter(|b| !b.trim().is_empty()).map(|bucket| {
-                golden_core::aws::S3Store::new(aws_sdk_s3::Client::new(&sdk), bucket)
-            });
-            let type_tag = std::env::var("GOLDEN_TYPE_TAG")
-                .ok()
-                .filter(|t| !t.trim().is_empty())
-                .unwrap_or_else(|| golden_core::tags::DEFAULT_TYPE_TAG.to_owned());
+            let regions = deployment.search_regions(regions)?;
+            let store = deployment.store().ok();
             let store_ref = store
                 .as_ref()
                 .map(|s| s as &dyn golden_core::ports::ObjectStore);
-            status::status(&sdk, store_ref, &type_tag, &target, regions, out).await
+            status::status(
+                &deployment.sdk,
+                store_ref,
+                &deployment.type_tag,
+                &target,
+                regions,
+                out,
+            )
+            .await
         }
         Command::Manifest { image_type } => {
-            let store = store(cli.bucket).await?;
-            recipes::manifest(&store, image_type.as_deref(), out).await
+            recipes::manifest(&deployment.store()?, image_type.as_deref(), out).await
         }
     }
-}
-
-/// The regions to search: the flags, else GOLDEN_REGIONS, else the AWS default region.
-fn search_regions(flags: Vec<String>, sdk: &aws_config::SdkConfig) -> anyhow::Result<Vec<String>> {
-    let regions: Vec<String> = if flags.is_empty() {
-        std::env::var("GOLDEN_REGIONS")
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|r| !r.is_empty())
-            .map(str::to_owned)
-            .collect()
-    } else {
-        flags
-    };
-    if !regions.is_empty() {
-        return Ok(regions);
-    }
-    sdk.region().map(|r| vec![r.to_string()]).ok_or_else(|| {
-        anyhow::anyhow!("no region to search: pass --region, set GOLDEN_REGIONS or AWS_REGION")
-    })
-}
-
-/// The deployment's bucket, through the standard AWS configuration.
-async fn store(bucket: Option<String>) -> anyhow::Result<golden_core::aws::S3Store> {
-    let bucket = bucket.filter(|b| !b.trim().is_empty()).ok_or_else(|| {
-        anyhow::anyhow!(
-            "no bucket: set GOLDEN_BUCKET or pass --bucket (the SAM stack's output GoldenBucket)"
-        )
-    })?;
-    let sdk = golden_core::aws::load_config().await;
-    Ok(golden_core::aws::S3Store::new(
-        aws_sdk_s3::Client::new(&sdk),
-        bucket,
-    ))
 }

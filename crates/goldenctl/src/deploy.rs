@@ -1,0 +1,159 @@
+//! The deployment a command works on: its bucket, state machine and regions, from the flags, else the
+//! environment (`GOLDEN_BUCKET`, `GOLDEN_STATE_MACHINE_ARN`, `GOLDEN_REGIONS`), else the outputs of the
+//! stack named by `--stack`; and the AWS clients, from the standard AWS configuration.
+
+use anyhow::{anyhow, Context};
+use golden_core::aws::S3Store;
+use golden_core::bake::Services;
+use golden_core::config::Config;
+
+/// The global flags that name the deployment (clap reads the environment variables for them).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct DeploymentArgs {
+    /// The deployed stack whose outputs (BucketName, StateMachineArn, Regions) fill in what the other
+    /// flags and variables leave unset.
+    #[arg(long, env = "GOLDEN_STACK", global = true, value_name = "NAME")]
+    pub stack: Option<String>,
+    /// The deployment's bucket (recipes, locks, manifest.json): the stack's output BucketName.
+    #[arg(long, env = "GOLDEN_BUCKET", global = true)]
+    pub bucket: Option<String>,
+    /// The bake state machine: the stack's output StateMachineArn.
+    #[arg(
+        long,
+        env = "GOLDEN_STATE_MACHINE_ARN",
+        global = true,
+        value_name = "ARN"
+    )]
+    pub state_machine_arn: Option<String>,
+    /// Comma-separated regions the golden AMIs live in (searched by status, swept by prune, reap, enforce
+    /// besides every pushed recipe's regions): the stack's output Regions.
+    #[arg(long, env = "GOLDEN_REGIONS", global = true, value_name = "REGION,...")]
+    pub regions: Option<String>,
+}
+
+/// A resolved deployment.
+pub struct Deployment {
+    pub sdk: aws_config::SdkConfig,
+    pub bucket: Option<String>,
+    pub state_machine_arn: Option<String>,
+    pub regions: Vec<String>,
+    /// `GOLDEN_TYPE_TAG` (default `golden-ami:type`): the tag whose value is a fleet instance's image type.
+    pub type_tag: String,
+    /// Where the values came from, for errors: "--stack NAME" or "flags and environment".
+    source: String,
+}
+
+fn non_empty(v: Option<String>) -> Option<String> {
+    v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+fn split_regions(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+impl Deployment {
+    pub async fn resolve(args: DeploymentArgs) -> anyhow::Result<Self> {
+        let sdk = golden_core::aws::load_config().await;
+        let mut bucket = non_empty(args.bucket);
+        let mut state_machine_arn = non_empty(args.state_machine_arn);
+        let mut regions = args
+            .regions
+            .as_deref()
+            .map(split_regions)
+            .unwrap_or_default();
+        let mut source = "flags and environment".to_owned();
+        if let Some(stack) = non_empty(args.stack) {
+            let outputs = crate::stack::outputs(&sdk, &stack).await?;
+            let output = |key: &str| non_empty(outputs.get(key).cloned());
+            bucket = bucket.or_else(|| output("BucketName"));
+            state_machine_arn = state_machine_arn.or_else(|| output("StateMachineArn"));
+            if regions.is_empty() {
+                regions = output("Regions")
+                    .as_deref()
+                    .map(split_regions)
+                    .unwrap_or_default();
+            }
+            source = format!("--stack {stack}");
+        }
+        let type_tag = non_empty(std::env::var("GOLDEN_TYPE_TAG").ok())
+            .unwrap_or_else(|| golden_core::tags::DEFAULT_TYPE_TAG.to_owned());
+        Ok(Self {
+            sdk,
+            bucket,
+            state_machine_arn,
+            regions,
+            type_tag,
+            source,
+        })
+    }
+
+    pub fn bucket(&self) -> anyhow::Result<&str> {
+        self.bucket.as_deref().ok_or_else(|| {
+            anyhow!(
+                "no bucket (from {}): pass --bucket or --stack NAME, or set GOLDEN_BUCKET (the stack's output \
+                 BucketName)",
+                self.source
+            )
+        })
+    }
+
+    pub fn store(&self) -> anyhow::Result<S3Store> {
+        Ok(S3Store::new(
+            aws_sdk_s3::Client::new(&self.sdk),
+            self.bucket()?,
+        ))
+    }
+
+    pub fn state_machine_arn(&self) -> anyhow::Result<&str> {
+        self.state_machine_arn.as_deref().ok_or_else(|| {
+            anyhow!(
+                "no state machine (from {}): pass --state-machine-arn or --stack NAME, or set \
+                 GOLDEN_STATE_MACHINE_ARN (the stack's output StateMachineArn)",
+                self.source
+            )
+        })
+    }
+
+    /// The regions to search: `flags` if any, else the deployment's, else the AWS default region.
+    pub fn search_regions(&self, flags: Vec<String>) -> anyhow::Result<Vec<String>> {
+        if !flags.is_empty() {
+            return Ok(flags);
+        }
+        if !self.regions.is_empty() {
+            return Ok(self.regions.clone());
+        }
+        self.sdk
+            .region()
+            .map(|r| vec![r.to_string()])
+            .ok_or_else(|| {
+                anyhow!("no region to search: pass --region or --regions, or set GOLDEN_REGIONS or AWS_REGION")
+            })
+    }
+
+    /// The lifecycle code's services, configured as the functions are: the deployment's values, and the
+    /// lifecycle knobs (`GOLDEN_PRUNE_*`, `GOLDEN_ROLLOUT_*`, ...) from the environment. No metrics are
+    /// written: those are the functions'.
+    pub fn services(&self) -> anyhow::Result<Services> {
+        let bucket = self.bucket()?.to_owned();
+        let regions = self.regions.join(",");
+        let state_machine_arn = self.state_machine_arn.clone();
+        let type_tag = self.type_tag.clone();
+        let config = Config::from_lookup(|key| match key {
+            "GOLDEN_BUCKET" => Some(bucket.clone()),
+            "GOLDEN_REGIONS" => Some(regions.clone()),
+            "GOLDEN_STATE_MACHINE_ARN" => state_machine_arn.clone(),
+            "GOLDEN_TYPE_TAG" => Some(type_tag.clone()),
+            "GOLDEN_STACK_NAME" => None,
+            other => std::env::var(other).ok(),
+        })
+        .context("the deployment's settings")?;
+        Ok(golden_core::runtime::services_from(
+            self.sdk.clone(),
+            config,
+        ))
+    }
+}
