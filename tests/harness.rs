@@ -6,8 +6,14 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeMap;
+
 use aws_config::{Region, SdkConfig};
 use aws_sdk_sfn::types::ExecutionStatus;
+use chrono::{Duration as TimeDelta, TimeZone, Utc};
+use golden_core::manifest::{Edit, VersionEntry, VersionStatus};
+use golden_core::publishing::update_manifest;
+use golden_core::version::Version;
 use serde_json::{json, Value};
 
 /// Bakes share the manifest, so tests that bake run one at a time.
@@ -542,4 +548,55 @@ fn config_with(overrides: &[(&str, &str)]) -> golden_core::Config {
         vars.insert((*k).to_owned(), (*v).to_owned());
     }
     golden_core::Config::from_lookup(|k| vars.get(k).cloned()).expect("config")
+}
+
+/// Version `n` of a synthetic history: day n of October 2026 (tests that publish by hand).
+pub fn version(n: u32) -> Version {
+    let at = Utc
+        .with_ymd_and_hms(2026, 10, n, 1, 15, 0)
+        .single()
+        .expect("valid date");
+    Version::from_datetime(at)
+}
+
+pub fn entry(
+    v: &Version,
+    images: &BTreeMap<String, String>,
+    status: VersionStatus,
+) -> VersionEntry {
+    VersionEntry {
+        version: v.clone(),
+        created_at: v.created_at(),
+        source_ami: "ami-0123456789abcdef0".into(),
+        execution: "arn:aws:states:us-east-1:123456789012:execution:bake:estate".into(),
+        images: images.clone(),
+        revoked_reason: (status == VersionStatus::Revoked).then(|| "bad kernel".to_owned()),
+        revoked_at: (status == VersionStatus::Revoked)
+            .then(|| v.created_at() + TimeDelta::hours(1)),
+        status,
+    }
+}
+
+/// Publishes versions of a type in the shared manifest: (version, images, status), the first is current.
+pub async fn publish(
+    services: &golden_core::bake::Services,
+    ty: &str,
+    versions: &[(Version, BTreeMap<String, String>, VersionStatus)],
+) {
+    update_manifest(services.store.as_ref(), services.now(), |m| {
+        let mut edit = Edit::Unchanged;
+        for (v, images, status) in versions.iter().rev() {
+            if m.add_version(
+                ty,
+                entry(v, images, *status),
+                *status == VersionStatus::Published,
+            )? == Edit::Changed
+            {
+                edit = Edit::Changed;
+            }
+        }
+        Ok(edit)
+    })
+    .await
+    .expect("publish to the manifest");
 }

@@ -5,65 +5,18 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration, DurationRound, TimeZone, Utc};
+use chrono::{DateTime, Duration, DurationRound, Utc};
 use golden_core::bake::Services;
 use golden_core::lifecycle::{enforce, prune, reap, release, Trigger};
-use golden_core::manifest::{Edit, VersionEntry, VersionStatus};
+use golden_core::manifest::VersionStatus;
 use golden_core::publishing::{update_manifest, MANIFEST_KEY};
 use golden_core::retention::{Action, Reason};
 use golden_core::tags;
-use golden_core::version::Version;
-use golden_it::{ok, unique_type, Emulator, SERIAL};
+use golden_it::{entry, ok, publish, unique_type, version, Emulator, SERIAL};
 use serde_json::{json, Value};
 
 const R1: &str = "us-east-1";
 const R2: &str = "us-west-2";
-
-/// Version `n` of a synthetic history: day n of October 2026.
-fn version(n: u32) -> Version {
-    let at = Utc
-        .with_ymd_and_hms(2026, 10, n, 1, 15, 0)
-        .single()
-        .expect("valid date");
-    Version::from_datetime(at)
-}
-
-fn entry(v: &Version, images: &BTreeMap<String, String>, status: VersionStatus) -> VersionEntry {
-    VersionEntry {
-        version: v.clone(),
-        created_at: v.created_at(),
-        source_ami: "ami-0123456789abcdef0".into(),
-        execution: "arn:aws:states:us-east-1:123456789012:execution:bake:estate".into(),
-        images: images.clone(),
-        revoked_reason: (status == VersionStatus::Revoked).then(|| "bad kernel".to_owned()),
-        revoked_at: (status == VersionStatus::Revoked).then(|| v.created_at() + Duration::hours(1)),
-        status,
-    }
-}
-
-/// Publishes versions of a type in the shared manifest: (version, images, status), the first is current.
-async fn publish(
-    services: &Services,
-    ty: &str,
-    versions: &[(Version, BTreeMap<String, String>, VersionStatus)],
-) {
-    update_manifest(services.store.as_ref(), services.now(), |m| {
-        let mut edit = Edit::Unchanged;
-        for (v, images, status) in versions.iter().rev() {
-            if m.add_version(
-                ty,
-                entry(v, images, *status),
-                *status == VersionStatus::Published,
-            )? == Edit::Changed
-            {
-                edit = Edit::Changed;
-            }
-        }
-        Ok(edit)
-    })
-    .await
-    .expect("publish to the manifest");
-}
 
 struct Estate {
     /// (type, region, version number) -> (image id, snapshot ids)
@@ -1188,7 +1141,7 @@ async fn revoke_rolls_current_back_and_promote_moves_it_forward_with_the_paramet
     assert_eq!(param(R1).await.as_deref(), Some(estate.id(&ty, R1, 1)));
     assert_eq!(param(R2).await.as_deref(), Some(estate.id(&ty, R2, 1)));
     // a revoked version cannot be promoted
-    let err = release::promote(&services, &ty, &version(2))
+    let err = release::promote(&services, &ty, &version(2), false)
         .await
         .expect_err("revoked");
     assert!(err.to_string().contains(version(2).as_str()), "{err}");
@@ -1206,7 +1159,7 @@ async fn revoke_rolls_current_back_and_promote_moves_it_forward_with_the_paramet
     })
     .await
     .expect("add v3");
-    let updated = release::promote(&services, &ty, &version(3))
+    let updated = release::promote(&services, &ty, &version(3), false)
         .await
         .expect("promote");
     // THEN it is current and the parameters point at it
@@ -1499,7 +1452,7 @@ async fn forced_revoke_of_the_only_version_deletes_the_parameters_and_deprecates
     )
     .await;
     // (promoting the current version again writes its parameters)
-    release::promote(&services, &ty, &version(1))
+    release::promote(&services, &ty, &version(1), false)
         .await
         .expect("promote");
     let parameter = format!("/golden-ami/{ty}/current");

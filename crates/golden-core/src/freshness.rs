@@ -482,6 +482,7 @@ mod tests {
                     ),
                 ],
                 became_current_at: None,
+                pinned_at: None,
             },
         );
         m.types.insert(
@@ -494,6 +495,7 @@ mod tests {
                     None,
                 )],
                 became_current_at: None,
+                pinned_at: None,
             },
         );
         m
@@ -840,6 +842,7 @@ mod tests {
                     None,
                 )],
                 became_current_at: None,
+                pinned_at: None,
             },
         );
         let mut other = instance("i-a", "ami-0old16");

@@ -45,6 +45,11 @@ pub struct TypeEntry {
     /// version's `createdAt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub became_current_at: Option<DateTime<Utc>>,
+    /// Set by `goldenctl promote --pin` (a deliberate rollback or hold): while set, a newer bake is added to
+    /// the history but does not become current. Cleared by `goldenctl unpin`, by a promote without
+    /// `--pin`, and by revoking the pinned version. Optional in schema 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -226,8 +231,9 @@ impl Manifest {
 
     /// Records a baked version, in newest-first position. Adding the same version again with the same
     /// content is a no-op (a retried Publish); with different content it is a [`ManifestError::Conflict`].
-    /// With `make_current`, current moves to it only if it is published and newer than current, so a slow
-    /// bake finishing late never rolls the fleet back; an older version is still kept in the history.
+    /// With `make_current`, current moves to it only if it is published, newer than current, and the type
+    /// is not pinned, so a slow bake finishing late never rolls the fleet back and a nightly bake never
+    /// undoes a deliberate rollback; the version is still kept in the history.
     pub fn add_version(
         &mut self,
         ty: &str,
@@ -264,7 +270,7 @@ impl Manifest {
                 .iter()
                 .any(|e| e.version == version && e.is_published());
             let newer = type_entry.current.as_ref().is_none_or(|c| &version > c);
-            if published && newer {
+            if published && newer && type_entry.pinned_at.is_none() {
                 type_entry.current = Some(version);
                 edit = Edit::Changed;
             }
@@ -275,8 +281,9 @@ impl Manifest {
     /// Marks a version revoked. If it was current, current rolls back to the newest older published version
     /// with an image in every required region; if there is none, this refuses with
     /// [`ManifestError::NoFallback`] unless `force`, which leaves the type with no current image (fleets then
-    /// keep what they run rather than move to a bad image). Revoking again with the same reason is a no-op;
-    /// with another reason the reason and time are updated.
+    /// keep what they run rather than move to a bad image). Revoking the pinned current version clears the
+    /// pin. Revoking again with the same reason is a no-op; with another reason the reason and time are
+    /// updated.
     pub fn revoke(
         &mut self,
         ty: &str,
@@ -315,6 +322,7 @@ impl Manifest {
                 });
             }
             type_entry.current = fallback;
+            type_entry.pinned_at = None;
         }
         let target = &mut type_entry.versions[i];
         target.status = VersionStatus::Revoked;
@@ -325,11 +333,14 @@ impl Manifest {
 
     /// Makes a published version current, newer or older than the current one (an explicit rollback or
     /// roll-forward). It must have an image in every required region, or fleets there would have none.
+    /// With `pin_at`, the type is pinned there (newer bakes do not move current); without, any pin is
+    /// cleared.
     pub fn promote(
         &mut self,
         ty: &str,
         version: &Version,
         required_regions: &[String],
+        pin_at: Option<DateTime<Utc>>,
     ) -> Result<Edit, ManifestError> {
         let type_entry = self
             .types
@@ -355,11 +366,27 @@ impl Manifest {
                 region: region.clone(),
             });
         }
-        if type_entry.current.as_ref() == Some(version) {
+        let pin_unchanged = type_entry.pinned_at.is_some() == pin_at.is_some();
+        if type_entry.current.as_ref() == Some(version) && pin_unchanged {
             return Ok(Edit::Unchanged);
         }
         type_entry.current = Some(version.clone());
+        if !pin_unchanged {
+            type_entry.pinned_at = pin_at.map(whole_seconds);
+        }
         Ok(Edit::Changed)
+    }
+
+    /// Lets newer bakes become current again; current itself stays until the next publish (or a promote).
+    pub fn unpin(&mut self, ty: &str) -> Result<Edit, ManifestError> {
+        let type_entry = self
+            .types
+            .get_mut(ty)
+            .ok_or_else(|| ManifestError::UnknownType(ty.to_owned()))?;
+        Ok(match type_entry.pinned_at.take() {
+            Some(_) => Edit::Changed,
+            None => Edit::Unchanged,
+        })
     }
 
     /// Keeps the newest `keep` versions of `ty` plus the current one, and returns the others (newest
@@ -764,7 +791,7 @@ mod tests {
     fn revoke_never_rolls_forward_or_onto_a_revoked_version() {
         let mut m = three();
         m.revoke(TY, &v(2), "bad", t0(), &[], false).unwrap();
-        m.promote(TY, &v(1), &[]).unwrap();
+        m.promote(TY, &v(1), &[], None).unwrap();
         // 1 is current; revoking it must not pick 3 (newer) or 2 (revoked).
         let err = m
             .revoke(TY, &v(1), "bad too", t0(), &[], false)
@@ -831,7 +858,7 @@ mod tests {
                 ManifestError::UnknownType("nope".into()),
             ),
             (
-                m.clone().promote("nope", &v(1), &[]),
+                m.clone().promote("nope", &v(1), &[], None),
                 ManifestError::UnknownType("nope".into()),
             ),
             (
@@ -842,7 +869,7 @@ mod tests {
                 },
             ),
             (
-                m.promote(TY, &v(9), &[]),
+                m.promote(TY, &v(9), &[], None),
                 ManifestError::UnknownVersion {
                     ty: TY.into(),
                     version: v(9),
@@ -862,13 +889,13 @@ mod tests {
         m.revoke(TY, &v(1), "bad", t0(), &[], false).unwrap();
 
         assert_eq!(
-            m.promote(TY, &v(1), &[]),
+            m.promote(TY, &v(1), &[], None),
             Err(ManifestError::Revoked {
                 ty: TY.into(),
                 version: v(1)
             })
         );
-        let err = m.promote(TY, &v(0), &regions(BOTH)).unwrap_err();
+        let err = m.promote(TY, &v(0), &regions(BOTH), None).unwrap_err();
         assert_eq!(
             err,
             ManifestError::MissingRegion {
@@ -879,13 +906,17 @@ mod tests {
         );
         assert!(err.to_string().contains("no image in us-west-2"));
         assert_eq!(
-            m.promote(TY, &v(3), &regions(BOTH)).unwrap(),
+            m.promote(TY, &v(3), &regions(BOTH), None).unwrap(),
             Edit::Unchanged
         );
-        assert_eq!(m.promote(TY, &v(2), &regions(BOTH)).unwrap(), Edit::Changed);
+        assert_eq!(
+            m.promote(TY, &v(2), &regions(BOTH), None).unwrap(),
+            Edit::Changed
+        );
         assert_eq!(m.current(TY).unwrap().version, v(2));
         assert_eq!(
-            m.promote(TY, &v(0), &regions(&["us-east-1"])).unwrap(),
+            m.promote(TY, &v(0), &regions(&["us-east-1"]), None)
+                .unwrap(),
             Edit::Changed
         );
     }
@@ -932,6 +963,10 @@ mod tests {
             ty: usize,
             n: i64,
             required: usize,
+            pin: bool,
+        },
+        Unpin {
+            ty: usize,
         },
         Trim {
             ty: usize,
@@ -954,7 +989,9 @@ mod tests {
                 .prop_map(|(ty, n, regions, content, make_current)| Op::Add { ty, n, regions, content, make_current }),
             2 => (0..2usize, 0..8i64, 0..2u8, 0..4usize, any::<bool>())
                 .prop_map(|(ty, n, reason, required, force)| Op::Revoke { ty, n, reason, required, force }),
-            2 => (0..2usize, 0..8i64, 0..4usize).prop_map(|(ty, n, required)| Op::Promote { ty, n, required }),
+            2 => (0..2usize, 0..8i64, 0..4usize, any::<bool>())
+                .prop_map(|(ty, n, required, pin)| Op::Promote { ty, n, required, pin }),
+            1 => (0..2usize).prop_map(|ty| Op::Unpin { ty }),
             1 => (0..2usize, 0..4usize).prop_map(|(ty, keep)| Op::Trim { ty, keep }),
             1 => Just(Op::Touch),
         ]
@@ -987,9 +1024,18 @@ mod tests {
                 &regions(REGION_SETS[required]),
                 force,
             ),
-            Op::Promote { ty, n, required } => {
-                m.promote(TYPES[ty], &v(n), &regions(REGION_SETS[required]))
-            }
+            Op::Promote {
+                ty,
+                n,
+                required,
+                pin,
+            } => m.promote(
+                TYPES[ty],
+                &v(n),
+                &regions(REGION_SETS[required]),
+                pin.then(t0),
+            ),
+            Op::Unpin { ty } => m.unpin(TYPES[ty]),
             Op::Trim { ty, keep } => {
                 let removed = m.trim_history(TYPES[ty], keep);
                 Ok(if removed.is_empty() {
@@ -1015,10 +1061,17 @@ mod tests {
                 if result.is_err() || result == Ok(Edit::Unchanged) {
                     prop_assert_eq!(&m, &before, "{:?} -> {:?} must not change the manifest", op, result);
                 }
+                if let Op::Add { ty, .. } = op {
+                    let was = before.types.get(TYPES[*ty]);
+                    if was.is_some_and(|e| e.pinned_at.is_some()) {
+                        prop_assert_eq!(&m.types[TYPES[*ty]].current, &was.and_then(|e| e.current.clone()), "a publish moved a pinned current");
+                    }
+                }
                 for (ty, entry) in &m.types {
                     for pair in entry.versions.windows(2) {
                         prop_assert!(pair[0].version > pair[1].version, "{} not strictly newest first", ty);
                     }
+                    prop_assert!(entry.pinned_at.is_none() || entry.current.is_some(), "{} pinned to no version", ty);
                     if let Some(current) = &entry.current {
                         let e = entry.versions.iter().find(|e| &e.version == current);
                         prop_assert!(e.is_some_and(|e| e.status == VersionStatus::Published), "{} current {} not published", ty, current);
@@ -1027,6 +1080,56 @@ mod tests {
                 prop_assert_eq!(Manifest::parse(&m.to_json_vec()).unwrap(), m.clone());
             }
         }
+    }
+
+    #[test]
+    fn a_pin_holds_current_against_newer_bakes_until_unpinned_or_revoked() {
+        let mut m = Manifest::empty(t0());
+        m.add_version(TY, entry(2, BOTH), true).unwrap();
+        m.add_version(TY, entry(1, BOTH), true).unwrap();
+        assert_eq!(
+            m.promote(TY, &v(1), &regions(BOTH), Some(t0())).unwrap(),
+            Edit::Changed
+        );
+        assert_eq!(m.types[TY].pinned_at, Some(t0()));
+        // Pinning again where it is pinned changes nothing.
+        assert_eq!(
+            m.promote(TY, &v(1), &regions(BOTH), Some(t0())).unwrap(),
+            Edit::Unchanged
+        );
+
+        // The nightly bake adds version 3 to the history; current stays on the pinned 1.
+        assert_eq!(
+            m.add_version(TY, entry(3, BOTH), true).unwrap(),
+            Edit::Changed
+        );
+        assert_eq!(m.current(TY).map(|e| e.version.clone()), Some(v(1)));
+        let json = String::from_utf8(m.to_json_vec()).unwrap();
+        assert!(json.contains("\"pinnedAt\""), "{json}");
+
+        // Unpinned, the next bake moves current again.
+        assert_eq!(m.unpin(TY).unwrap(), Edit::Changed);
+        assert_eq!(m.unpin(TY).unwrap(), Edit::Unchanged);
+        assert_eq!(m.current(TY).map(|e| e.version.clone()), Some(v(1)));
+        m.add_version(TY, entry(4, BOTH), true).unwrap();
+        assert_eq!(m.current(TY).map(|e| e.version.clone()), Some(v(4)));
+
+        // A promote without --pin clears a pin; revoking the pinned version clears it too.
+        m.promote(TY, &v(2), &regions(BOTH), Some(t0())).unwrap();
+        assert_eq!(
+            m.promote(TY, &v(2), &regions(BOTH), None).unwrap(),
+            Edit::Changed
+        );
+        assert_eq!(m.types[TY].pinned_at, None);
+        m.promote(TY, &v(2), &regions(BOTH), Some(t0())).unwrap();
+        m.revoke(TY, &v(2), "bad", t0(), &regions(BOTH), false)
+            .unwrap();
+        assert_eq!(m.types[TY].pinned_at, None);
+        assert_eq!(m.current(TY).map(|e| e.version.clone()), Some(v(1)));
+        assert!(matches!(
+            m.unpin("nope"),
+            Err(ManifestError::UnknownType(_))
+        ));
     }
 
     #[test]
@@ -1041,7 +1144,7 @@ mod tests {
         m.add_version("other", entry(1, BOTH), true).unwrap();
         let before = m.currents();
         // WHEN one type's current moves (a promote) and the other's does not
-        m.promote(TY, &v(2), &[]).unwrap();
+        m.promote(TY, &v(2), &[], None).unwrap();
         m.stamp_current_changes(&before, t0);
         // THEN only the moved one is stamped, and it is written as becameCurrentAt
         assert_eq!(m.types[TY].became_current_at, Some(t0));

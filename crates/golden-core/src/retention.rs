@@ -552,6 +552,7 @@ mod tests {
                 current: current.map(v),
                 versions,
                 became_current_at: None,
+                pinned_at: None,
             },
         );
         m
@@ -651,7 +652,7 @@ mod tests {
         prune_keeps_image_listed_in_the_manifest_under_another_type:
             |e| {
                 let mut m = manifest(None, vec![]);
-                m.types.insert("b-2008".into(), TypeEntry { current: None, versions: vec![version_entry(7, &[(EAST, SUBJECT)], false)], became_current_at: None });
+                m.types.insert("b-2008".into(), TypeEntry { current: None, versions: vec![version_entry(7, &[(EAST, SUBJECT)], false)], became_current_at: None, pinned_at: None });
                 e.manifest = Some(m);
             }
             => [Reason::ManifestVersion { version: v(7).to_string() }];

@@ -8,7 +8,7 @@ use crate::publishing::{sync_parameters, update_manifest, Updated};
 use crate::version::Version;
 
 /// The regions a version must have an image in to become current: the recipe's, when it is pushed.
-async fn required_regions(services: &Services, image_type: &str) -> Vec<String> {
+pub async fn required_regions(services: &Services, image_type: &str) -> Vec<String> {
     let recipes = recipes(services, [image_type.to_owned()]).await;
     recipes
         .get(image_type)
@@ -69,11 +69,18 @@ pub async fn revoke(
     })
 }
 
-/// Makes a published `version` (with images in every required region) the current one.
-pub async fn promote(services: &Services, image_type: &str, version: &Version) -> Result<Updated> {
+/// Makes a published `version` (with images in every required region) the current one; with `pin`, newer
+/// bakes then leave it current until [`unpin`].
+pub async fn promote(
+    services: &Services,
+    image_type: &str,
+    version: &Version,
+    pin: bool,
+) -> Result<Updated> {
     let regions = required_regions(services, image_type).await;
-    let updated = update_manifest(services.store.as_ref(), services.now(), |m| {
-        m.promote(image_type, version, &regions)
+    let now = services.now();
+    let updated = update_manifest(services.store.as_ref(), now, |m| {
+        m.promote(image_type, version, &regions, pin.then_some(now))
     })
     .await?;
     let parameters = sync_parameters(
@@ -84,6 +91,16 @@ pub async fn promote(services: &Services, image_type: &str, version: &Version) -
         image_type,
     )
     .await?;
-    tracing::info!(r#type = %image_type, version = %version, changed = updated.changed, ?parameters, "promoted");
+    tracing::info!(r#type = %image_type, version = %version, pin, changed = updated.changed, ?parameters, "promoted");
+    Ok(updated)
+}
+
+/// Lets newer bakes become current again. Current itself does not move, so the parameters stay as they are.
+pub async fn unpin(services: &Services, image_type: &str) -> Result<Updated> {
+    let updated = update_manifest(services.store.as_ref(), services.now(), |m| {
+        m.unpin(image_type)
+    })
+    .await?;
+    tracing::info!(r#type = %image_type, changed = updated.changed, "unpinned");
     Ok(updated)
 }
