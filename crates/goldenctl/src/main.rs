@@ -4,11 +4,14 @@
 //! from `GOLDEN_BUCKET` (or `--bucket`). Every command prints a table, or with `--output json` a stable JSON
 //! document (README.md "goldenctl").
 
+mod bake;
 mod deploy;
 mod output;
 mod recipes;
+mod release;
 mod stack;
 mod status;
+mod ui;
 
 use std::process::ExitCode;
 
@@ -63,6 +66,77 @@ enum Command {
         #[arg(long = "region", value_name = "REGION")]
         regions: Vec<String>,
     },
+    /// Start a bake of TYPE now (execution named TYPE-<UTC time>) from its pushed recipe. With --wait,
+    /// follow it: each state as it starts and ends, then the version and image per region, or the error
+    /// and its cause (a failed command's stderr tail). Exit 0 on success, 1 on failure.
+    Bake {
+        #[arg(value_name = "TYPE")]
+        image_type: String,
+        /// Follow the execution to its end.
+        #[arg(long)]
+        wait: bool,
+        /// How often the bake polls the builder, the commands and the image (default: the recipe's
+        /// state machine default; the deployment's minimum applies).
+        #[arg(long, value_name = "SECONDS")]
+        poll_seconds: Option<u32>,
+    },
+    /// The most recent bake executions, newest first, with their type (from the input) and status.
+    Executions {
+        /// Only this image type.
+        #[arg(value_name = "TYPE")]
+        image_type: Option<String>,
+        /// At most this many executions are looked at.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Stop a stuck bake (by execution name or ARN), then terminate its builder, discard its unpublished
+    /// images and free its lock, with reap-builders' code. With --wait, also wait until the builder is
+    /// terminated and the lock is free.
+    Abort {
+        #[arg(value_name = "EXECUTION")]
+        execution: String,
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        act: ui::ActArgs,
+    },
+    /// Revoke VERSION of TYPE: marked revoked in the manifest, current rolled back to the newest older good
+    /// version (parameters follow), its AMIs deprecated in EC2. Instances on it are then recycled by
+    /// enforce-freshness at the rollout pace, or now with `goldenctl recycle TYPE --revoked-only`.
+    Revoke {
+        #[arg(value_name = "TYPE")]
+        image_type: String,
+        #[arg(value_name = "VERSION")]
+        version: String,
+        /// Why, recorded in the manifest (shown to whoever looks at the version).
+        #[arg(long)]
+        reason: String,
+        /// Revoke even when it leaves the type with no current version (parameters are deleted).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        act: ui::ActArgs,
+    },
+    /// Make VERSION of TYPE current (a rollback or roll-forward); with --pin, nightly bakes then do not
+    /// move current until `goldenctl unpin TYPE`. A promote without --pin clears a pin.
+    Promote {
+        #[arg(value_name = "TYPE")]
+        image_type: String,
+        #[arg(value_name = "VERSION")]
+        version: String,
+        /// Hold TYPE at VERSION: newer bakes are kept in the history but do not become current.
+        #[arg(long)]
+        pin: bool,
+        #[command(flatten)]
+        act: ui::ActArgs,
+    },
+    /// Let newer bakes of TYPE become current again (current stays until the next publish).
+    Unpin {
+        #[arg(value_name = "TYPE")]
+        image_type: String,
+        #[command(flatten)]
+        act: ui::ActArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,6 +162,7 @@ enum RecipesCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    ui::init_colour();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -137,6 +212,49 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Manifest { image_type } => {
             recipes::manifest(&deployment.store()?, image_type.as_deref(), out).await
+        }
+        Command::Bake {
+            image_type,
+            wait,
+            poll_seconds,
+        } => bake::bake(&deployment, &image_type, wait, poll_seconds, out).await,
+        Command::Executions { image_type, limit } => {
+            bake::executions(&deployment, image_type.as_deref(), limit, out).await
+        }
+        Command::Abort {
+            execution,
+            wait,
+            act,
+        } => bake::abort(&deployment, &execution, wait, act, out).await,
+        Command::Revoke {
+            image_type,
+            version,
+            reason,
+            force,
+            act,
+        } => {
+            let action = release::Action::Revoke { reason, force };
+            release::run(&deployment, &image_type, Some(&version), action, act, out).await
+        }
+        Command::Promote {
+            image_type,
+            version,
+            pin,
+            act,
+        } => {
+            let action = release::Action::Promote { pin };
+            release::run(&deployment, &image_type, Some(&version), action, act, out).await
+        }
+        Command::Unpin { image_type, act } => {
+            release::run(
+                &deployment,
+                &image_type,
+                None,
+                release::Action::Unpin,
+                act,
+                out,
+            )
+            .await
         }
     }
 }

@@ -2,35 +2,11 @@
 //! snapshots). `recipes validate` needs no AWS; the other commands run on the emulator (`make test` runs
 //! this file inside `scripts/emulator run`, which exports GOLDEN_BUCKET and AWS_ENDPOINT_URL).
 
-use assert_cmd::Command;
+mod common;
+
+use common::{emulator_bucket, goldenctl, json_of};
 use predicates::prelude::*;
 use serde_json::Value;
-
-/// Runs goldenctl with `args`, expects `code`, and parses what it printed as JSON.
-fn json_of(args: &[&str], code: i32) -> Value {
-    let out = goldenctl()
-        .args(args)
-        .assert()
-        .code(code)
-        .get_output()
-        .stdout
-        .clone();
-    serde_json::from_slice(&out).expect("goldenctl printed JSON")
-}
-
-fn goldenctl() -> Command {
-    let mut cmd = Command::cargo_bin("goldenctl").expect("the goldenctl binary");
-    cmd.env_remove("NO_COLOR");
-    cmd
-}
-
-/// The emulator's bucket; these tests need `scripts/emulator run` (as `make test` does).
-fn emulator_bucket() -> String {
-    std::env::var("GOLDEN_BUCKET")
-        .ok()
-        .filter(|_| std::env::var("GOLDEN_EMULATOR").is_ok())
-        .expect("run under the emulator: scripts/emulator run -- cargo test -p goldenctl")
-}
 
 const SHIPPED: [&str; 3] = [
     "../../infra/recipes/b-2008.toml",
