@@ -6,6 +6,7 @@
 
 mod bake;
 mod deploy;
+mod lifecycle;
 mod output;
 mod recipes;
 mod release;
@@ -137,6 +138,43 @@ enum Command {
         #[command(flatten)]
         act: ui::ActArgs,
     },
+    /// Every AMI of TYPE per region: version, id, status (current, published, revoked, not in manifest),
+    /// the instances launched from it, the launch templates and parameters naming it, and what prune
+    /// would do with it and why.
+    Amis {
+        #[arg(value_name = "TYPE")]
+        image_type: String,
+    },
+    /// Terminate the running instances of TYPE still on a revoked image (with --revoked-only) or on any
+    /// image but the current one, now: the emergency path, past the rollout window and cap. Builders and
+    /// instances tagged golden-ami:exempt=true are never touched.
+    Recycle {
+        #[arg(value_name = "TYPE")]
+        image_type: String,
+        /// Only instances on a revoked image; stale ones are left to enforce-freshness's rollout.
+        #[arg(long)]
+        revoked_only: bool,
+        #[command(flatten)]
+        act: ui::ActArgs,
+    },
+    /// Run prune's sweep here (every type, every region): the plan of images and snapshots to delete and
+    /// why, then, confirmed, the deletes (GOLDEN_PRUNE_* settings apply, as in the function).
+    Prune {
+        #[command(flatten)]
+        act: ui::ActArgs,
+    },
+    /// Run reap-builders' sweep here: builders of ended or overdue bakes, dead locks, unpublished images
+    /// of failed bakes; then, confirmed, terminate, free and discard them.
+    Reap {
+        #[command(flatten)]
+        act: ui::ActArgs,
+    },
+    /// Run enforce-freshness's sweep here: every fleet instance's verdict and what the rollout (window,
+    /// cap, GOLDEN_ENFORCE_ACTION) does to it now; then, confirmed, do it.
+    Enforce {
+        #[command(flatten)]
+        act: ui::ActArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -256,5 +294,14 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             )
             .await
         }
+        Command::Amis { image_type } => lifecycle::amis(&deployment, &image_type, out).await,
+        Command::Recycle {
+            image_type,
+            revoked_only,
+            act,
+        } => lifecycle::recycle(&deployment, &image_type, revoked_only, act, out).await,
+        Command::Prune { act } => lifecycle::prune(&deployment, act, out).await,
+        Command::Reap { act } => lifecycle::reap(&deployment, act, out).await,
+        Command::Enforce { act } => lifecycle::enforce(&deployment, act, out).await,
     }
 }

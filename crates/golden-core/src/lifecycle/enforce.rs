@@ -104,17 +104,7 @@ pub async fn handle(services: &Services, trigger: Trigger) -> Result<EnforceRepo
             }
         }
         Trigger::Schedule | Trigger::Manual { .. } => {
-            let mut fleet = Vec::new();
-            for region in sweep_regions(services).await? {
-                let query = InstanceQuery {
-                    tag_keys: vec![services.config.type_tag.clone()],
-                    states: vec!["running".into()],
-                    ..InstanceQuery::default()
-                };
-                for i in services.ec2.query_instances(&region, &query).await? {
-                    fleet.push(fleet_instance(services, &region, &i));
-                }
-            }
+            let fleet = running_fleet(services).await?;
             freshness::plan_sweep(&fleet, &manifest, &rollout, now)
         }
         Trigger::ExecutionStatus { .. } | Trigger::Batch(_) => return Err(Error::InvalidInput(
@@ -124,20 +114,111 @@ pub async fn handle(services: &Services, trigger: Trigger) -> Result<EnforceRepo
         )),
     };
     count_pinned(services, &decisions);
+    act(services, rollout.action, dry_run, decisions).await
+}
+
+/// Every running instance with a type tag in every sweep region.
+async fn running_fleet(services: &Services) -> Result<Vec<FleetInstance>> {
+    let mut fleet = Vec::new();
+    for region in sweep_regions(services).await? {
+        let query = InstanceQuery {
+            tag_keys: vec![services.config.type_tag.clone()],
+            states: vec!["running".into()],
+            ..InstanceQuery::default()
+        };
+        for i in services.ec2.query_instances(&region, &query).await? {
+            fleet.push(fleet_instance(services, &region, &i));
+        }
+    }
+    Ok(fleet)
+}
+
+/// `goldenctl recycle TYPE`: the emergency path, by an operator. Every running instance of `image_type` on
+/// a revoked image (with `revoked_only`), or on any image but the current one, is terminated now: no
+/// rollout window and no cap. Builders, exempt instances and instances of a type with no current
+/// image in their region are left alone, as in sweeps; an instance whose launcher pins an outdated image
+/// is included (the operator is expected to have fixed the launcher: the note says so).
+pub async fn recycle(
+    services: &Services,
+    image_type: &str,
+    revoked_only: bool,
+    dry_run: bool,
+) -> Result<EnforceReport> {
+    let (manifest, _) = read_manifest(services.store.as_ref(), services.now()).await?;
+    if !manifest.types.contains_key(image_type) {
+        return Err(Error::InvalidInput(format!(
+            "{image_type} is not in the manifest: nothing of it can be outdated; check the name with `goldenctl manifest`"
+        )));
+    }
+    let now = services.now();
+    let decisions = running_fleet(services)
+        .await?
+        .into_iter()
+        .filter(|fi| fi.image_type.as_deref() == Some(image_type))
+        .map(|fi| {
+            let verdict = freshness::verdict(&fi, &manifest, now);
+            let (act, note) = match &verdict {
+                Verdict::Revoked { .. } => (true, "revoked image: recycled now".to_owned()),
+                Verdict::PinnedLauncher { revoked: true, .. } => (
+                    true,
+                    "revoked image, launched after the switch: recycled now (check its launcher no                      longer pins it)"
+                        .to_owned(),
+                ),
+                Verdict::Stale { .. } | Verdict::PinnedLauncher { .. } if revoked_only => {
+                    (false, "stale, not revoked: left (--revoked-only)".to_owned())
+                }
+                Verdict::Stale { .. } => (true, "stale image: recycled now".to_owned()),
+                Verdict::PinnedLauncher { .. } => (
+                    true,
+                    "stale image, launched after the switch: recycled now (check its launcher no longer                      pins it)"
+                        .to_owned(),
+                ),
+                other => (false, format!("left: {}", freshness_word(other))),
+            };
+            Enforcement {
+                region: fi.region.clone(),
+                instance_id: fi.instance_id.clone(),
+                image_type: fi.image_type.clone(),
+                verdict,
+                act,
+                note,
+            }
+        })
+        .collect();
+    act(services, EnforceAction::Terminate, dry_run, decisions).await
+}
+
+fn freshness_word(v: &Verdict) -> &'static str {
+    match v {
+        Verdict::Fresh => "current",
+        Verdict::Builder => "a builder",
+        Verdict::Exempt => "exempt",
+        Verdict::NoImageForRegion { .. } => "no current image in its region",
+        _ => "not golden",
+    }
+}
+
+/// Applies `action` to every decision that says act (none on a dry run), carrying on past failures.
+async fn act(
+    services: &Services,
+    action: EnforceAction,
+    dry_run: bool,
+    decisions: Vec<Enforcement>,
+) -> Result<EnforceReport> {
     let mut report = EnforceReport {
-        action: rollout.action,
+        action,
         dry_run,
         decisions,
         acted: Vec::new(),
         failures: Vec::new(),
     };
     for d in report.decisions.iter().filter(|d| d.act) {
-        tracing::info!(region = %d.region, instance_id = %d.instance_id, verdict = ?d.verdict, action = ?rollout.action, dry_run, "recycling");
+        tracing::info!(region = %d.region, instance_id = %d.instance_id, verdict = ?d.verdict, ?action, dry_run, "recycling");
         if dry_run {
             continue;
         }
         let ids = std::slice::from_ref(&d.instance_id);
-        let done = match rollout.action {
+        let done = match action {
             EnforceAction::Terminate => services.ec2.terminate_instances(&d.region, ids).await,
             EnforceAction::Stop => services.ec2.stop_instances(&d.region, ids).await,
             EnforceAction::Report => continue,
@@ -146,7 +227,7 @@ pub async fn handle(services: &Services, trigger: Trigger) -> Result<EnforceRepo
             Ok(()) => report.acted.push(d.instance_id.clone()),
             Err(e) => report.failures.push(ItemFailure::new(
                 format!("{} ({})", d.instance_id, d.region),
-                &rollout.action.to_string(),
+                &action.to_string(),
                 &e,
             )),
         }

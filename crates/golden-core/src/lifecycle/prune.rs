@@ -91,6 +91,11 @@ pub async fn handle(services: &Services, trigger: Trigger) -> Result<PruneReport
     finish("prune", report, &failures)
 }
 
+/// The plan for `scope` as a dry run makes it, deleting nothing (`goldenctl amis`).
+pub async fn plan(services: &Services, scope: Scope) -> Result<PruneReport> {
+    run(services, true, scope).await
+}
+
 /// What one batch of EC2 `terminated` events (from PruneEventsQueue) did: each (type, region) they touch
 /// re-planned once, however many events named it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
