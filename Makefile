@@ -37,7 +37,7 @@ tools:
 	scripts/emulator tools
 
 demo:
-	scripts/emulator run -- $(VENV)/python scripts/demo.py
+	scripts/emulator run -- scripts/demo
 
 # One cargo run builds all twelve functions, so the SDK is compiled once for all of them (`sam build` runs one
 # cargo per function). goldenctl is the operator's binary, not a Lambda: excluded. cargo-lambda
@@ -147,9 +147,11 @@ test-under-emulator:
 	  >target/validators.log 2>&1 & checks_pid=$$!; \
 	$(VENV)/python scripts/test_event_rules.py >target/event-rules.log 2>&1 & rules_pid=$$!; \
 	if cargo test --no-fail-fast --workspace --exclude golden-core $(FEATURES) 2>&1 | tee target/test.log; then tests=0; else tests=1; fi; \
+	printf '\n==> make demo (scripts/demo) in the same emulator; log target/demo.log\n'; \
+	if scripts/demo >target/demo.log 2>&1; then demo=0; echo "ok: the demo bake succeeded"; else demo=1; cat target/demo.log; fi; \
 	if wait $$checks_pid; then checks=0; else checks=1; fi; \
 	if wait $$rules_pid; then rules=0; else rules=1; fi; \
 	if $(MAKE) --no-print-directory check-iam; then iam=0; else iam=1; fi; \
 	cat target/validators.log; \
 	printf '\n==> EventBridge rules vs events/\n'; cat target/event-rules.log; \
-	exit $$(( tests || checks || rules || iam ))
+	exit $$(( tests || demo || checks || rules || iam ))

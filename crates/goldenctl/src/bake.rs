@@ -230,6 +230,11 @@ fn is_poll_state(name: &str) -> bool {
     name.starts_with("Wait") || name.starts_with("Check") || name.ends_with('?')
 }
 
+/// The end markers (Done, CopyDone): the execution's own end says it.
+fn is_quiet_state(name: &str) -> bool {
+    name.ends_with("Done")
+}
+
 /// Follows an execution until it ends: each state as it starts and ends (polling loops folded into one
 /// line), then the execution as DescribeExecution has it.
 async fn follow(
@@ -239,7 +244,8 @@ async fn follow(
 ) -> anyhow::Result<aws_sdk_sfn::operation::describe_execution::DescribeExecutionOutput> {
     let client = sfn(d);
     let mut seen = 0i64;
-    let mut entered: BTreeMap<String, aws_sdk_sfn::primitives::DateTime> = BTreeMap::new();
+    // Entry times by state name: a Map state's iterations enter the same states side by side.
+    let mut entered: BTreeMap<String, Vec<aws_sdk_sfn::primitives::DateTime>> = BTreeMap::new();
     let mut waiting: Option<(String, aws_sdk_sfn::primitives::DateTime, u32)> = None;
     loop {
         let described = client
@@ -273,6 +279,9 @@ async fn follow(
             seen = seen.max(event.id());
             let at = *event.timestamp();
             if let Some(name) = event.state_entered_event_details().map(|s| s.name()) {
+                if is_quiet_state(name) {
+                    continue;
+                }
                 if is_poll_state(name) {
                     let polls = match &mut waiting {
                         Some((_, _, polls)) => {
@@ -296,9 +305,12 @@ async fn follow(
                 }
                 progress.line(&format!("▸ {name}"));
                 progress.set(name);
-                entered.insert(name.to_owned(), at);
+                entered.entry(name.to_owned()).or_default().push(at);
             } else if let Some(name) = event.state_exited_event_details().map(|s| s.name()) {
-                if let Some(since) = entered.remove(name) {
+                let since = entered
+                    .get_mut(name)
+                    .and_then(|times| (!times.is_empty()).then(|| times.remove(0)));
+                if let Some(since) = since {
                     progress.line(&format!(
                         "{} {name} ({})",
                         ui::good("✓"),
@@ -319,6 +331,13 @@ async fn follow(
         }
         tokio::time::sleep(FOLLOW_EVERY).await;
     }
+}
+
+/// `2026-11-26T17:29:10Z`: to the second, as the manifest writes times.
+fn seconds(t: &aws_sdk_sfn::primitives::DateTime) -> String {
+    chrono::DateTime::from_timestamp(t.secs(), 0)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| t.to_string())
 }
 
 fn between(
@@ -391,8 +410,8 @@ pub async fn executions(
             execution: item.execution_arn().to_owned(),
             image_type: ty,
             status: item.status().as_str().to_owned(),
-            started: item.start_date().to_string(),
-            stopped: item.stop_date().map(|t| t.to_string()),
+            started: seconds(item.start_date()),
+            stopped: item.stop_date().map(seconds),
         });
     }
     rows.sort_by(|a, b| b.started.cmp(&a.started));

@@ -236,22 +236,13 @@ fn render_amis(r: &AmisReport) -> String {
         rows,
     );
     for a in &r.amis {
-        let mut facts = Vec::new();
-        if !a.launch_templates.is_empty() {
-            facts.push(format!(
-                "launch templates {}",
-                a.launch_templates.join(", ")
-            ));
-        }
-        if !a.parameters.is_empty() {
-            facts.push(format!("parameters {}", a.parameters.join(", ")));
-        }
-        facts.push(format!("{}: {}", a.prune, a.why.join("; ")));
+        // The reasons name the instances, launch templates and parameters that keep it.
         out.push_str(&format!(
-            "\n{} {}: {}",
+            "\n{} {}: {}: {}",
             a.region,
             a.image_id,
-            facts.join("; ")
+            a.prune,
+            a.why.join("; ")
         ));
     }
     out

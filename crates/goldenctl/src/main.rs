@@ -64,8 +64,8 @@ enum Command {
         #[arg(value_name = "NAME|INSTANCE_ID")]
         target: String,
         /// Search these regions (repeat the flag); default GOLDEN_REGIONS, else the AWS default region.
-        #[arg(long = "region", value_name = "REGION")]
-        regions: Vec<String>,
+        #[arg(long = "region", id = "region", value_name = "REGION")]
+        region: Vec<String>,
     },
     /// Start a bake of TYPE now (execution named TYPE-<UTC time>) from its pushed recipe. With --wait,
     /// follow it: each state as it starts and ends, then the version and image per region, or the error
@@ -232,8 +232,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             recipes::push(&deployment.store()?, &files, dry_run, out).await
         }
         Command::Recipes(RecipesCommand::List) => recipes::list(&deployment.store()?, out).await,
-        Command::Status { target, regions } => {
-            let regions = deployment.search_regions(regions)?;
+        Command::Status { target, region } => {
+            let regions = deployment.search_regions(region)?;
             let store = deployment.store().ok();
             let store_ref = store
                 .as_ref()

@@ -9,13 +9,16 @@ pub enum Format {
     Json,
 }
 
-/// A table that fits a 100-column terminal (long cells wrap), without colour.
+/// A table that fits a 100-column terminal (long cells wrap); all-empty headers make a key/value table
+/// without a header row.
 pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut t = Table::new();
     t.load_preset(presets::UTF8_BORDERS_ONLY)
         .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_width(100)
-        .set_header(header.to_vec());
+        .set_width(100);
+    if header.iter().any(|h| !h.is_empty()) {
+        t.set_header(header.to_vec());
+    }
     for row in rows {
         t.add_row(row);
     }

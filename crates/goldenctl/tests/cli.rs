@@ -83,11 +83,12 @@ fn usage_errors_exit_2_and_help_documents_the_exit_codes() {
 fn without_a_bucket_the_error_says_how_to_set_one() {
     goldenctl()
         .env_remove("GOLDEN_BUCKET")
+        .env_remove("GOLDEN_STACK")
         .args(["recipes", "list"])
         .assert()
         .code(1)
         .stderr(predicate::str::contains(
-            "no bucket: set GOLDEN_BUCKET or pass --bucket",
+            "pass --bucket or --stack NAME, or set GOLDEN_BUCKET (the stack's output BucketName)",
         ));
 }
 

@@ -100,7 +100,19 @@ async fn amis_shows_status_users_and_what_prune_would_do_and_prune_deletes_only_
         "{report}"
     );
 
-    // The table, with the run's ids replaced, as a person sees it.
+    // The JSON and the table, with the run's ids replaced: what scripts and people read.
+    let normalise = |text: &str| {
+        let mut text = text.to_owned();
+        for (i, id) in ids.iter().enumerate() {
+            // Same length as the ids, so the columns stay aligned.
+            text = text.replace(id, &format!("ami-{:0>17}", i + 1));
+        }
+        text.replace(&instance, "i-00000000000000001")
+            .replace(&ty, "TYPE")
+    };
+    let json = serde_json::to_string_pretty(&report).expect("JSON");
+    insta::assert_snapshot!("amis_json", normalise(&json));
+
     let table = goldenctl()
         .env(young_ok.0, young_ok.1)
         .args(["amis", &ty])
@@ -109,14 +121,7 @@ async fn amis_shows_status_users_and_what_prune_would_do_and_prune_deletes_only_
         .get_output()
         .stdout
         .clone();
-    let mut table = String::from_utf8(table).expect("utf-8");
-    for (i, id) in ids.iter().enumerate() {
-        // Same length as the ids, so the columns stay aligned.
-        table = table.replace(id, &format!("ami-{:0>17}", i + 1));
-    }
-    table = table
-        .replace(&instance, "i-00000000000000001")
-        .replace(&ty, "TYPE");
+    let table = normalise(&String::from_utf8(table).expect("utf-8"));
     insta::assert_snapshot!("amis_table", table);
 
     // prune: off a terminal, it shows its plan and refuses to act without --yes; --dry-run deletes nothing.
