@@ -269,7 +269,7 @@ async fn from_ec2(
         .map_err(|e| {
             anyhow!(
                 "cannot describe instance {instance_id} in {region}: {}; check the id and --region",
-                aws_sdk_ec2::error::DisplayErrorContext(e)
+                crate::errors::chain(&e)
             )
         })?;
     let instance = out
@@ -327,7 +327,7 @@ async fn from_imds(
                     "cannot read {path} from the instance metadata service at {endpoint}: {}; run check on an EC2 \
                      instance with IMDS enabled (or pass --imds-endpoint), or check it from outside with \
                      --instance-id ID --region REGION",
-                    aws_sdk_ec2::error::DisplayErrorContext(e)
+                    crate::errors::chain(&e)
                 )
             })
         }
@@ -362,7 +362,7 @@ async fn from_imds(
                          metadata tags on (aws ec2 modify-instance-metadata-options --instance-metadata-tags \
                          enabled), allow ec2:DescribeTags to the instance's role, or pass --type TYPE",
                         deployment.type_tag,
-                        aws_sdk_ec2::error::DisplayErrorContext(e)
+                        crate::errors::chain(&e)
                     )
                 })?;
             out.tags()
@@ -372,7 +372,7 @@ async fn from_imds(
         }
         Err(e) => bail!(
             "cannot read {tag_path} from the instance metadata service at {endpoint}: {}; pass --type TYPE",
-            aws_sdk_ec2::error::DisplayErrorContext(e)
+            crate::errors::chain(&e)
         ),
     };
     Ok(Identity {

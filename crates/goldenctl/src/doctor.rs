@@ -1,7 +1,7 @@
 //! `doctor`: checks a deployment from the outside, the way a first bake would find it broken. Every check
 //! runs (one problem does not hide the next), and every problem comes with its fix.
 
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::types::BucketVersioningStatus;
 use golden_core::aws::S3Store;
 use golden_core::bake::launch::recipe_key;
@@ -77,11 +77,11 @@ impl DoctorReport {
 }
 
 /// The AWS error's code and message, e.g. `NoSuchEntity: Instance Profile x cannot be found.`; the whole
-/// chain for an error without a code (a connection refused).
+/// chain of causes for an error without a code (a connection refused, an answer that does not parse).
 fn why<E: std::error::Error + ProvideErrorMetadata>(e: &E) -> String {
     match e.code() {
         Some(code) => format!("{code}: {}", e.message().unwrap_or_default()),
-        None => DisplayErrorContext(e).to_string(),
+        None => crate::errors::chain(e),
     }
 }
 

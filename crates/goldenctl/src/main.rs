@@ -8,6 +8,7 @@ mod check;
 mod completions;
 mod deploy;
 mod doctor;
+mod errors;
 mod output;
 mod recipes;
 mod stack;
