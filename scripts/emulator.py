@@ -485,6 +485,17 @@ def enable_image_deprecation(self):  # a method of moto's AmisResponse
     return ActionResult({"Return": True})
 
 
+def get_bucket_versioning(self):  # a method of moto's S3Response
+    """S3 GetBucketVersioning answered with the document S3 sends, rooted at VersioningConfiguration: moto 5.2.5
+    roots it at GetBucketVersioningResponse, which boto3 tolerates and the Rust SDK rejects as invalid XML
+    (goldenctl doctor reads it)."""
+    status = self.backend.get_bucket_versioning(self.bucket_name)  # NoSuchBucket if absent
+    inner = f"<Status>{status}</Status>" if status else ""
+    body = ('<?xml version="1.0" encoding="UTF-8"?>\n'
+            f'<VersioningConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">{inner}</VersioningConfiguration>')
+    return 200, {"Content-Type": "application/xml"}, body
+
+
 # What the Windows Sanitize script runs last (golden_core::scripts::windows_sanitize).
 SYSPREP_SHUTDOWN = "-ArgumentList 'sysprep', '--shutdown=true'"
 
@@ -508,6 +519,7 @@ _moto_send_command = None
 def moto_server(argv: list[str]) -> int:
     """`moto_server` with the shims above patched in (this is what the emulator starts)."""
     from moto.ec2.responses.amis import AmisResponse
+    from moto.s3.responses import S3Response
     from moto.server import main as moto_main
     from moto.ssm.responses import SimpleSystemManagerResponse
 
@@ -518,6 +530,7 @@ def moto_server(argv: list[str]) -> int:
     AmisResponse.create_image = create_image
     AmisResponse.copy_image = copy_image
     AmisResponse.enable_image_deprecation = enable_image_deprecation
+    S3Response.get_bucket_versioning = get_bucket_versioning
     moto_main(argv)
     return 0
 

@@ -127,7 +127,7 @@ pub async fn bake(
         .map_err(|e| {
             anyhow!(
                 "cannot start a bake on {machine}: {}",
-                aws_sdk_sfn::error::DisplayErrorContext(e)
+                crate::errors::chain(&e)
             )
         })?;
     let arn = started.execution_arn().to_owned();
@@ -256,7 +256,7 @@ async fn follow(
             .map_err(|e| {
                 anyhow!(
                     "cannot read execution {arn}: {}",
-                    aws_sdk_sfn::error::DisplayErrorContext(e)
+                    crate::errors::chain(&e)
                 )
             })?;
         let mut events: Vec<HistoryEvent> = Vec::new();
@@ -269,7 +269,7 @@ async fn follow(
             let page = page.map_err(|e| {
                 anyhow!(
                     "cannot read the history of {arn}: {}",
-                    aws_sdk_sfn::error::DisplayErrorContext(e)
+                    crate::errors::chain(&e)
                 )
             })?;
             events.extend(page.events().iter().cloned());
@@ -389,7 +389,7 @@ pub async fn executions(
         let item = item.map_err(|e| {
             anyhow!(
                 "cannot list the executions of {machine}: {}",
-                aws_sdk_sfn::error::DisplayErrorContext(e)
+                crate::errors::chain(&e)
             )
         })?;
         // The type is in the input, which only DescribeExecution has (scheduled bakes have random names).
@@ -476,7 +476,7 @@ pub async fn abort(
         .map_err(|e| {
             anyhow!(
                 "no execution {arn}: {}; list them with `goldenctl executions`",
-                aws_sdk_sfn::error::DisplayErrorContext(e)
+                crate::errors::chain(&e)
             )
         })?;
     let input: Value = described
@@ -531,7 +531,7 @@ pub async fn abort(
             .map_err(|e| {
                 anyhow!(
                     "cannot stop {arn}: {}",
-                    aws_sdk_sfn::error::DisplayErrorContext(e)
+                    crate::errors::chain(&e)
                 )
             })?;
         report.stopped = true;

@@ -5,7 +5,11 @@
 //! document (README.md "goldenctl").
 
 mod bake;
+mod check;
+mod completions;
 mod deploy;
+mod doctor;
+mod errors;
 mod lifecycle;
 mod output;
 mod recipes;
@@ -16,7 +20,7 @@ mod ui;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use output::Format;
 
@@ -24,10 +28,15 @@ use output::Format;
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
+/// `check`: the instance runs an image of its type that is no longer current.
+pub const EXIT_STALE: u8 = 3;
+/// `check`: the instance runs an image of a revoked version.
+pub const EXIT_REVOKED: u8 = 4;
 
 const EXIT_CODES: &str =
-    "Exit codes: 0 ok; 1 error (including an invalid recipe: every problem is listed); \
-2 usage (a bad flag or argument).";
+    "Exit codes: 0 ok; 1 error (including an invalid recipe: every problem is listed; a problem `doctor` \
+found; for `check`, a manifest or metadata service it cannot reach, a timeout, or an instance that is not \
+golden); 2 usage (a bad flag or argument); 3 `check`: the AMI is stale; 4 `check`: the AMI is revoked.";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -175,6 +184,26 @@ enum Command {
         #[command(flatten)]
         act: ui::ActArgs,
     },
+    /// Is this instance on its type's current AMI? At boot: its AMI, region and id from the instance
+    /// metadata service (IMDSv2), its type from its type tag; or from outside with --instance-id and
+    /// --region. Exits 0 current, 3 stale, 4 revoked, 1 on any error; never runs longer than --timeout.
+    Check(check::CheckArgs),
+    /// Check a deployment: the bucket (reachable, versioned), every pushed recipe (valid; its subnet,
+    /// security groups, instance profile and base AMI parameter exist in its build region), the state
+    /// machine, and with --stack the stack's schedules and rules (enabled). Each problem is listed with its
+    /// fix; any problem exits 1.
+    Doctor,
+    /// Print a shell completion script: `goldenctl completions bash > /etc/bash_completion.d/goldenctl`.
+    Completions {
+        #[arg(value_enum)]
+        shell: completions::CompletionShell,
+    },
+    /// Print goldenctl's man page (roff) to stdout, or write one page per command into a directory.
+    Man {
+        /// Write goldenctl.1, goldenctl-check.1, ... here instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -222,12 +251,34 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     let out = cli.output;
-    if let Command::Recipes(RecipesCommand::Validate { files }) = &cli.command {
-        return Ok(recipes::validate(files, out));
+    match cli.command {
+        Command::Recipes(RecipesCommand::Validate { files }) => {
+            return Ok(recipes::validate(&files, out));
+        }
+        Command::Completions { shell } => {
+            completions::completions(Cli::command(), shell);
+            return Ok(EXIT_OK);
+        }
+        Command::Man { dir } => {
+            completions::man(Cli::command(), dir.as_deref())?;
+            return Ok(EXIT_OK);
+        }
+        // Resolves the deployment itself, within its --timeout.
+        Command::Check(args) => return check::check(cli.deployment, args, out).await,
+        _ => {}
     }
+    let stack = cli
+        .deployment
+        .stack
+        .clone()
+        .filter(|s| !s.trim().is_empty());
     let deployment = deploy::Deployment::resolve(cli.deployment).await?;
     match cli.command {
-        Command::Recipes(RecipesCommand::Validate { .. }) => unreachable!("handled above"),
+        Command::Recipes(RecipesCommand::Validate { .. })
+        | Command::Completions { .. }
+        | Command::Man { .. }
+        | Command::Check(_) => unreachable!("handled above"),
+        Command::Doctor => doctor::doctor(&deployment, stack.as_deref(), out).await,
         Command::Recipes(RecipesCommand::Push { files, dry_run }) => {
             recipes::push(&deployment.store()?, &files, dry_run, out).await
         }

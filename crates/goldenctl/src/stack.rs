@@ -20,7 +20,7 @@ pub async fn outputs(
             anyhow!(
                 "cannot read stack {stack:?} in {region}: {}; check the name (aws cloudformation \
                  list-stacks) and the region (AWS_REGION)",
-                aws_sdk_cloudformation::error::DisplayErrorContext(e)
+                crate::errors::chain(&e)
             )
         })?;
     let found = out
