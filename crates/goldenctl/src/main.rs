@@ -1,7 +1,7 @@
 //! goldenctl: the golden-ami operator's command line, on the same golden-core code the Lambdas run.
 //!
 //! AWS comes from the standard configuration (profiles, `AWS_REGION`, `AWS_ENDPOINT_URL`); the deployment
-//! from `GOLDEN_BUCKET` (or `--bucket`). Every command prints a table, or with `--output json` a stable JSON
+//! from flags, the environment (`GOLDEN_BUCKET`, ...) or a stack's outputs (`--stack`): see deploy.rs. Every command prints a table, or with `--output json` a stable JSON
 //! document (README.md "goldenctl").
 
 mod bake;
@@ -35,8 +35,11 @@ pub const EXIT_REVOKED: u8 = 4;
 
 const EXIT_CODES: &str =
     "Exit codes: 0 ok; 1 error (including an invalid recipe: every problem is listed; a problem `doctor` \
-found; for `check`, a manifest or metadata service it cannot reach, a timeout, or an instance that is not \
-golden); 2 usage (a bad flag or argument); 3 `check`: the AMI is stale; 4 `check`: the AMI is revoked.";
+found; a bake that `bake --wait` saw fail; a change not confirmed: off a terminal, pass --yes; for `check`, \
+a manifest or metadata service it cannot reach, a timeout, or an instance that is not golden); 2 usage (a \
+bad flag or argument); 3 `check`: the AMI is stale; 4 `check`: the AMI is revoked.\n\
+Commands that change something show their plan first, then ask (on a terminal), or act with --yes; \
+--dry-run only plans.";
 
 #[derive(Debug, Parser)]
 #[command(
