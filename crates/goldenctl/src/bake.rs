@@ -253,12 +253,7 @@ async fn follow(
             .execution_arn(arn)
             .send()
             .await
-            .map_err(|e| {
-                anyhow!(
-                    "cannot read execution {arn}: {}",
-                    crate::errors::chain(&e)
-                )
-            })?;
+            .map_err(|e| anyhow!("cannot read execution {arn}: {}", crate::errors::chain(&e)))?;
         let mut events: Vec<HistoryEvent> = Vec::new();
         let mut pages = client
             .get_execution_history()
@@ -528,12 +523,7 @@ pub async fn abort(
             .cause("aborted with goldenctl abort")
             .send()
             .await
-            .map_err(|e| {
-                anyhow!(
-                    "cannot stop {arn}: {}",
-                    crate::errors::chain(&e)
-                )
-            })?;
+            .map_err(|e| anyhow!("cannot stop {arn}: {}", crate::errors::chain(&e)))?;
         report.stopped = true;
     }
     let status = client

@@ -248,12 +248,15 @@ fn render_amis(r: &AmisReport) -> String {
     out
 }
 
-/// Plan, confirm, act: the shape of prune, reap, enforce and recycle here.
+/// Plan, confirm, act: the shape of prune, reap, enforce and recycle here. `run(None)` plans; `run(Some(plan))`
+/// acts, given the plan that was shown and confirmed. prune, reap and enforce act as their functions do, on
+/// facts gathered again (every protection is checked anew, so nothing protected since the plan is touched);
+/// recycle, which has no cap, acts only on the instances the plan listed.
 async fn plan_then_act<R, Fut>(
     act: ActArgs,
     format: Format,
     question: &str,
-    run: impl Fn(bool) -> Fut,
+    run: impl Fn(Option<&R>) -> Fut,
     to_do: impl Fn(&R) -> usize,
     render: fn(&R) -> String,
 ) -> anyhow::Result<u8>
@@ -261,7 +264,7 @@ where
     R: Serialize,
     Fut: std::future::Future<Output = golden_core::error::Result<R>>,
 {
-    let plan = run(true).await?;
+    let plan = run(None).await?;
     let count = to_do(&plan);
     if format == Format::Table || act.dry_run || count == 0 {
         print(format, &plan, render);
@@ -272,7 +275,7 @@ where
         }
         return Ok(EXIT_OK);
     }
-    let done = run(false).await?;
+    let done = run(Some(&plan)).await?;
     if format == Format::Table {
         println!("done:");
     }
@@ -286,7 +289,14 @@ pub async fn prune(d: &Deployment, act: ActArgs, format: Format) -> anyhow::Resu
         act,
         format,
         "delete these images and snapshots",
-        |dry_run| prune::handle(&services, Trigger::Manual { dry_run }),
+        |plan| {
+            prune::handle(
+                &services,
+                Trigger::Manual {
+                    dry_run: plan.is_none(),
+                },
+            )
+        },
         |r: &prune::PruneReport| {
             r.plan.as_ref().map_or(0, |p| {
                 p.decisions
@@ -347,7 +357,14 @@ pub async fn reap(d: &Deployment, act: ActArgs, format: Format) -> anyhow::Resul
         act,
         format,
         "terminate these builders and free these locks",
-        |dry_run| reap::handle(&services, Trigger::Manual { dry_run }),
+        |plan| {
+            reap::handle(
+                &services,
+                Trigger::Manual {
+                    dry_run: plan.is_none(),
+                },
+            )
+        },
         |r: &reap::ReapReport| {
             r.builders
                 .iter()
@@ -446,7 +463,14 @@ pub async fn enforce(d: &Deployment, act: ActArgs, format: Format) -> anyhow::Re
         act,
         format,
         "recycle these instances at the rollout pace",
-        |dry_run| enforce::handle(&services, Trigger::Manual { dry_run }),
+        |plan| {
+            enforce::handle(
+                &services,
+                Trigger::Manual {
+                    dry_run: plan.is_none(),
+                },
+            )
+        },
         acting,
         render_enforce,
     )
@@ -465,7 +489,27 @@ pub async fn recycle(
         act,
         format,
         &format!("terminate these {image_type} instances now"),
-        |dry_run| enforce::recycle(&services, image_type, revoked_only, dry_run),
+        |plan: Option<&enforce::EnforceReport>| {
+            // Acting terminates only what the confirmed plan listed.
+            let approved: Option<std::collections::BTreeSet<String>> = plan.map(|p| {
+                p.decisions
+                    .iter()
+                    .filter(|d| d.act)
+                    .map(|d| d.instance_id.clone())
+                    .collect()
+            });
+            let services = &services;
+            async move {
+                enforce::recycle(
+                    services,
+                    image_type,
+                    revoked_only,
+                    approved.is_none(),
+                    approved.as_ref(),
+                )
+                .await
+            }
+        },
         acting,
         render_enforce,
     )

@@ -200,7 +200,23 @@ async fn revoke_then_recycle_terminates_instances_on_the_revoked_image_now_and_s
         ],
         0,
     );
-    // Now v3 is revoked, v2 current and v1 stale.
+    // Now v3 is revoked, v2 current and v1 stale. Acting terminates only what a confirmed plan listed:
+    // an instance outdated since the plan was shown is reported, not terminated.
+    let approved = std::collections::BTreeSet::new();
+    let unconfirmed =
+        golden_core::lifecycle::enforce::recycle(&services, &ty, true, false, Some(&approved))
+            .await
+            .expect("recycle");
+    assert!(unconfirmed.acted.is_empty(), "{unconfirmed:?}");
+    assert!(
+        unconfirmed
+            .decisions
+            .iter()
+            .any(|d| d.instance_id == on_v3 && d.note.contains("not in the confirmed plan")),
+        "{unconfirmed:?}"
+    );
+    assert_eq!(emu.instance_state(R1, &on_v3).await, "running");
+
     let plan = json_of(
         &[
             "recycle",

@@ -138,11 +138,15 @@ async fn running_fleet(services: &Services) -> Result<Vec<FleetInstance>> {
 /// rollout window and no cap. Builders, exempt instances and instances of a type with no current
 /// image in their region are left alone, as in sweeps; an instance whose launcher pins an outdated image
 /// is included (the operator is expected to have fixed the launcher: the note says so).
+///
+/// `approved` (the instance ids of a plan a person confirmed) limits acting to those: an instance that
+/// became outdated between the plan and the confirmation is reported, not terminated.
 pub async fn recycle(
     services: &Services,
     image_type: &str,
     revoked_only: bool,
     dry_run: bool,
+    approved: Option<&std::collections::BTreeSet<String>>,
 ) -> Result<EnforceReport> {
     let (manifest, _) = read_manifest(services.store.as_ref(), services.now()).await?;
     if !manifest.types.contains_key(image_type) {
@@ -174,6 +178,13 @@ pub async fn recycle(
                         .to_owned(),
                 ),
                 other => (false, format!("left: {}", freshness_word(other))),
+            };
+            let (act, note) = match approved {
+                Some(ids) if act && !ids.contains(&fi.instance_id) => (
+                    false,
+                    format!("{note}; not in the confirmed plan, so left (run recycle again)"),
+                ),
+                _ => (act, note),
             };
             Enforcement {
                 region: fi.region.clone(),
