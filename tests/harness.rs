@@ -565,6 +565,7 @@ pub fn entry(
     status: VersionStatus,
 ) -> VersionEntry {
     VersionEntry {
+        extra: Default::default(),
         version: v.clone(),
         created_at: v.created_at(),
         source_ami: "ami-0123456789abcdef0".into(),

@@ -441,6 +441,7 @@ mod tests {
         revoked: Option<&str>,
     ) -> VersionEntry {
         VersionEntry {
+            extra: Default::default(),
             version: Version::from_datetime(created),
             created_at: created,
             source_ami: "ami-0base".into(),
@@ -467,6 +468,7 @@ mod tests {
         m.types.insert(
             TY.into(),
             TypeEntry {
+                extra: Default::default(),
                 current: Some(Version::from_datetime(current_at)),
                 versions: vec![
                     entry(
@@ -488,6 +490,7 @@ mod tests {
         m.types.insert(
             "b-2008".into(),
             TypeEntry {
+                extra: Default::default(),
                 current: None,
                 versions: vec![entry(
                     now() - Duration::days(3),
@@ -835,6 +838,7 @@ mod tests {
         m.types.insert(
             "b-2016".into(),
             TypeEntry {
+                extra: Default::default(),
                 current: Some(Version::from_datetime(now() - Duration::days(1))),
                 versions: vec![entry(
                     now() - Duration::days(1),

@@ -22,17 +22,21 @@ use crate::version::Version;
 pub const SCHEMA: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Manifest {
     pub schema: u32,
     /// Incremented on every changed write; lets readers notice updates cheaply.
     pub generation: u64,
     pub updated_at: DateTime<Utc>,
     pub types: BTreeMap<String, TypeEntry>,
+    /// Fields this build does not know (a newer schema-1 writer's), kept as they are so a read-modify-write
+    /// by this build never drops them (DESIGN: readers ignore fields they do not know).
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct TypeEntry {
     /// The version fleets should run; `null` only after a forced revoke of the last good version.
     #[serde(default)]
@@ -46,14 +50,19 @@ pub struct TypeEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub became_current_at: Option<DateTime<Utc>>,
     /// Set by `goldenctl promote --pin` (a deliberate rollback or hold): while set, a newer bake is added to
-    /// the history but does not become current. Cleared by `goldenctl unpin`, by a promote without
-    /// `--pin`, and by revoking the pinned version. Optional in schema 1.
+    /// the history but does not become current. Cleared by `goldenctl unpin` and by a promote without
+    /// `--pin`; revoking the pinned version moves the pin to the version current rolls back to (cleared
+    /// only if a forced revoke leaves none). Optional in schema 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pinned_at: Option<DateTime<Utc>>,
+    /// Fields this build does not know (a newer schema-1 writer's), kept as they are so a read-modify-write
+    /// by this build never drops them (DESIGN: readers ignore fields they do not know).
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct VersionEntry {
     pub version: Version,
     pub created_at: DateTime<Utc>,
@@ -67,6 +76,10 @@ pub struct VersionEntry {
     pub revoked_reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<DateTime<Utc>>,
+    /// Fields this build does not know (a newer schema-1 writer's), kept as they are so a read-modify-write
+    /// by this build never drops them (DESIGN: readers ignore fields they do not know).
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,10 +105,10 @@ pub enum ManifestError {
          schema {0})"
     )]
     UnsupportedSchema(u32),
-    #[error("unknown image type {0:?}: the manifest has no entry for it; check the name with `goldenctl status`")]
+    #[error("unknown image type {0:?}: the manifest has no entry for it; check the name with `goldenctl manifest`")]
     UnknownType(String),
     #[error(
-        "{ty} has no version {version} in the manifest; check the version with `goldenctl status`"
+        "{ty} has no version {version} in the manifest; list its versions with `goldenctl manifest {ty}`"
     )]
     UnknownVersion { ty: String, version: Version },
     #[error(
@@ -116,7 +129,8 @@ pub enum ManifestError {
     },
     #[error(
         "refusing to revoke {ty}/{version}: it is current and no older published version has images in all \
-         required regions; pass --force to leave the type with no current image"
+         required regions; promote another published version first (`goldenctl promote {ty} VERSION`), \
+         or pass --force to leave the type with no current image"
     )]
     NoFallback { ty: String, version: Version },
 }
@@ -161,6 +175,7 @@ impl Manifest {
     /// A manifest with no types, as written for a new bucket.
     pub fn empty(now: DateTime<Utc>) -> Manifest {
         Manifest {
+            extra: Default::default(),
             schema: SCHEMA,
             generation: 0,
             updated_at: whole_seconds(now),
@@ -281,8 +296,8 @@ impl Manifest {
     /// Marks a version revoked. If it was current, current rolls back to the newest older published version
     /// with an image in every required region; if there is none, this refuses with
     /// [`ManifestError::NoFallback`] unless `force`, which leaves the type with no current image (fleets then
-    /// keep what they run rather than move to a bad image). Revoking the pinned current version clears the
-    /// pin. Revoking again with the same reason is a no-op; with another reason the reason and time are
+    /// keep what they run rather than move to a bad image). Revoking the pinned current version keeps the
+    /// type pinned, on the fallback. Revoking again with the same reason is a no-op; with another reason the reason and time are
     /// updated.
     pub fn revoke(
         &mut self,
@@ -321,8 +336,11 @@ impl Manifest {
                     version: version.clone(),
                 });
             }
+            // A pinned type stays pinned, on the fallback: the nightly bake must not undo the rollback.
+            if type_entry.pinned_at.is_some() {
+                type_entry.pinned_at = fallback.as_ref().map(|_| whole_seconds(at));
+            }
             type_entry.current = fallback;
-            type_entry.pinned_at = None;
         }
         let target = &mut type_entry.versions[i];
         target.status = VersionStatus::Revoked;
@@ -371,9 +389,7 @@ impl Manifest {
             return Ok(Edit::Unchanged);
         }
         type_entry.current = Some(version.clone());
-        if !pin_unchanged {
-            type_entry.pinned_at = pin_at.map(whole_seconds);
-        }
+        type_entry.pinned_at = pin_at.map(whole_seconds);
         Ok(Edit::Changed)
     }
 
@@ -531,6 +547,7 @@ mod tests {
 
     fn entry(n: i64, regions: &[&str]) -> VersionEntry {
         VersionEntry {
+            extra: Default::default(),
             version: v(n),
             created_at: v(n).created_at(),
             source_ami: "ami-0123456789abcdef0".into(),
@@ -595,6 +612,32 @@ mod tests {
     }
 
     #[test]
+    fn fields_of_a_newer_writer_are_read_past_and_written_back_unchanged() {
+        let good = String::from_utf8(three().to_json_vec()).unwrap();
+        let newer = good
+            .replacen(
+                "\"generation\"",
+                "\"recipeHashes\": {\"x\": 1}, \"generation\"",
+                1,
+            )
+            .replacen("\"current\"", "\"owner\": \"releng\", \"current\"", 1)
+            .replacen("\"sourceAmi\"", "\"sbom\": \"s3://x\", \"sourceAmi\"", 1);
+        let mut m = Manifest::parse(newer.as_bytes()).expect("unknown fields are not an error");
+        assert_eq!(m.extra["recipeHashes"], serde_json::json!({"x": 1}));
+        // An edit by this build keeps them, so an older function never drops a newer one's fields.
+        m.add_version(TY, entry(9, BOTH), true).unwrap();
+        let written = String::from_utf8(m.to_json_vec()).unwrap();
+        for field in [
+            "recipeHashes",
+            "\"owner\": \"releng\"",
+            "\"sbom\": \"s3://x\"",
+        ] {
+            assert!(written.contains(field), "{field} dropped:\n{written}");
+        }
+        assert_eq!(Manifest::parse(written.as_bytes()).unwrap(), m);
+    }
+
+    #[test]
     fn parse_rejects_invalid_documents() {
         let good = String::from_utf8(three().to_json_vec()).unwrap();
         let (a, b) = (v(3).to_string(), v(2).to_string());
@@ -605,11 +648,6 @@ mod tests {
                 "line 3, column",
             ),
             ("no schema", "{}".into(), "no \"schema\""),
-            (
-                "unknown field",
-                good.replacen("\"generation\"", "\"generatoin\": 1, \"generation\"", 1),
-                "unknown field",
-            ),
             (
                 "out of order",
                 good.replacen(&a, "TMP", 2)
@@ -1083,7 +1121,7 @@ mod tests {
     }
 
     #[test]
-    fn a_pin_holds_current_against_newer_bakes_until_unpinned_or_revoked() {
+    fn a_pin_holds_current_against_newer_bakes_until_unpinned_and_follows_a_rollback() {
         let mut m = Manifest::empty(t0());
         m.add_version(TY, entry(2, BOTH), true).unwrap();
         m.add_version(TY, entry(1, BOTH), true).unwrap();
@@ -1114,18 +1152,48 @@ mod tests {
         m.add_version(TY, entry(4, BOTH), true).unwrap();
         assert_eq!(m.current(TY).map(|e| e.version.clone()), Some(v(4)));
 
-        // A promote without --pin clears a pin; revoking the pinned version clears it too.
+        // A promote without --pin clears a pin.
         m.promote(TY, &v(2), &regions(BOTH), Some(t0())).unwrap();
         assert_eq!(
             m.promote(TY, &v(2), &regions(BOTH), None).unwrap(),
             Edit::Changed
         );
         assert_eq!(m.types[TY].pinned_at, None);
+        let later = t0() + TimeDelta::hours(1);
         m.promote(TY, &v(2), &regions(BOTH), Some(t0())).unwrap();
-        m.revoke(TY, &v(2), "bad", t0(), &regions(BOTH), false)
+        assert_eq!(
+            m.promote(TY, &v(4), &regions(BOTH), Some(later)).unwrap(),
+            Edit::Changed
+        );
+        assert_eq!(
+            m.types[TY].pinned_at,
+            Some(later),
+            "a pin on another version is a new pin"
+        );
+        m.promote(TY, &v(2), &regions(BOTH), Some(t0())).unwrap();
+        // Revoking the pinned version rolls back and keeps the type pinned, on the fallback.
+        m.revoke(TY, &v(2), "bad", later, &regions(BOTH), false)
             .unwrap();
-        assert_eq!(m.types[TY].pinned_at, None);
         assert_eq!(m.current(TY).map(|e| e.version.clone()), Some(v(1)));
+        assert_eq!(m.types[TY].pinned_at, Some(later));
+        m.add_version(TY, entry(5, BOTH), true).unwrap();
+        assert_eq!(
+            m.current(TY).map(|e| e.version.clone()),
+            Some(v(1)),
+            "still pinned"
+        );
+        // A forced revoke that leaves no current version leaves no pin either.
+        m.revoke(
+            TY,
+            &v(1),
+            "bad too",
+            later,
+            &["eu-north-1".to_owned()],
+            true,
+        )
+        .unwrap();
+        assert_eq!(m.current(TY), None);
+        assert_eq!(m.types[TY].pinned_at, None);
         assert!(matches!(
             m.unpin("nope"),
             Err(ManifestError::UnknownType(_))

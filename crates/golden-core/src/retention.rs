@@ -525,6 +525,7 @@ mod tests {
     /// A manifest version entry of `TY`.
     fn version_entry(days: i64, images: &[(&str, &str)], revoked: bool) -> VersionEntry {
         VersionEntry {
+            extra: Default::default(),
             version: v(days),
             created_at: v(days).created_at(),
             source_ami: "ami-0base".into(),
@@ -549,6 +550,7 @@ mod tests {
         m.types.insert(
             TY.into(),
             TypeEntry {
+                extra: Default::default(),
                 current: current.map(v),
                 versions,
                 became_current_at: None,
@@ -652,7 +654,7 @@ mod tests {
         prune_keeps_image_listed_in_the_manifest_under_another_type:
             |e| {
                 let mut m = manifest(None, vec![]);
-                m.types.insert("b-2008".into(), TypeEntry { current: None, versions: vec![version_entry(7, &[(EAST, SUBJECT)], false)], became_current_at: None, pinned_at: None });
+                m.types.insert("b-2008".into(), TypeEntry { current: None, versions: vec![version_entry(7, &[(EAST, SUBJECT)], false)], became_current_at: None, pinned_at: None, extra: Default::default() });
                 e.manifest = Some(m);
             }
             => [Reason::ManifestVersion { version: v(7).to_string() }];
