@@ -308,7 +308,7 @@ async fn follow(
                 if let Some(since) = since {
                     progress.line(&format!(
                         "{} {name} ({})",
-                        ui::good("✓"),
+                        ui::good_stderr("✓"),
                         ui::clock(between(since, at))
                     ));
                 }
@@ -317,9 +317,9 @@ async fn follow(
         if described.status() != &ExecutionStatus::Running {
             let status = described.status().as_str().to_owned();
             let word = if described.status() == &ExecutionStatus::Succeeded {
-                ui::good(&status)
+                ui::good_stderr(&status)
             } else {
-                ui::bad(&status)
+                ui::bad_stderr(&status)
             };
             progress.line(&word);
             return Ok(described);
@@ -480,39 +480,41 @@ pub async fn abort(
         .unwrap_or_default();
     let image_type = input["type"].as_str().map(str::to_owned);
     let services = d.services()?;
-    let regions = d.search_regions(Vec::new())?;
-    let mut builders = Vec::new();
-    for region in &regions {
-        let filter = [
-            (tags::ROLE, tags::ROLE_BUILDER),
-            (tags::EXECUTION, arn.as_str()),
-        ];
-        for i in services.ec2.find_instances(region, &filter).await? {
-            if i.state != "terminated" {
-                builders.push(format!("{region}:{}", i.instance_id));
-            }
-        }
-    }
+    // Where the reaper looks: GOLDEN_REGIONS and every pushed recipe's regions.
+    let regions = golden_core::lifecycle::sweep_regions(&services).await?;
+    let builders = builders_of(&services, &regions, &arn).await?;
     let running = described.status() == &ExecutionStatus::Running;
+    let holds_lock = match &image_type {
+        Some(ty) => lock_holder(&services, ty).await?.as_deref() == Some(arn.as_str()),
+        None => false,
+    };
     let mut report = AbortReport {
         execution: arn.clone(),
         image_type: image_type.clone(),
         status: described.status().as_str().to_owned(),
-        builders,
+        builders: builders.clone(),
         dry_run: act.dry_run,
         stopped: false,
         reaped: None,
         settled: false,
     };
-    if format == Format::Table {
+    let nothing = !running && builders.is_empty() && !holds_lock;
+    if format == Format::Table || ui::will_ask(act, nothing) {
+        let stop = if running {
+            format!("stop {arn}")
+        } else {
+            format!("{arn} already ended ({}): nothing to stop", report.status)
+        };
         eprintln!(
-            "plan: {}stop {arn} ({}); terminate its builders [{}], discard its unpublished images, free its lock",
-            if running { "" } else { "(already ended, not) " },
-            report.status,
-            report.builders.join(", ")
+            "plan: {stop}; terminate its builders [{}], discard its unpublished images{}",
+            report.builders.join(", "),
+            if holds_lock { ", free its lock" } else { "" }
         );
     }
-    if confirm(act, "abort this bake", false)? == Go::Plan {
+    if confirm(act, "abort this bake", nothing)? == Go::Plan {
+        if nothing && format == Format::Table {
+            eprintln!("nothing to do: the execution has ended and left no builder or lock");
+        }
         print(format, &report, render_abort);
         return Ok(EXIT_OK);
     }
@@ -526,29 +528,14 @@ pub async fn abort(
             .map_err(|e| anyhow!("cannot stop {arn}: {}", crate::errors::chain(&e)))?;
         report.stopped = true;
     }
-    let status = client
-        .describe_execution()
-        .execution_arn(&arn)
-        .send()
-        .await
-        .map(|o| o.status().as_str().to_owned())
-        .unwrap_or_else(|_| "ABORTED".into());
-    let reaped = reap::handle(
-        &services,
-        Trigger::ExecutionStatus {
-            execution_arn: arn.clone(),
-            status,
-        },
-    )
-    .await
-    .context("cleaning up after the aborted bake (reap-builders retries it on its schedule)")?;
-    report.reaped = Some(reaped);
+    report.reaped = Some(reap_execution(&services, &client, &arn).await?);
     if wait {
         let progress =
             Progress::new("waiting for the builder to terminate and the lock to be free");
         report.settled = settle(
             &services,
-            &report.builders,
+            &client,
+            &regions,
             image_type.as_deref(),
             &arn,
             &progress,
@@ -564,11 +551,68 @@ pub async fn abort(
     })
 }
 
-/// Waits (up to 10 minutes) until every builder is terminated and the type's lock is not this
-/// execution's.
+/// `region:instance` of the execution's builders not yet terminated.
+async fn builders_of(
+    services: &golden_core::bake::Services,
+    regions: &[String],
+    arn: &str,
+) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for region in regions {
+        let filter = [(tags::ROLE, tags::ROLE_BUILDER), (tags::EXECUTION, arn)];
+        for i in services.ec2.find_instances(region, &filter).await? {
+            if i.state != "terminated" {
+                out.push(format!("{region}:{}", i.instance_id));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The execution holding the type's bake lock, if any.
+async fn lock_holder(
+    services: &golden_core::bake::Services,
+    image_type: &str,
+) -> anyhow::Result<Option<String>> {
+    Ok(
+        match golden_core::bake::lock::inspect(services.store.as_ref(), image_type).await? {
+            Some(golden_core::bake::lock::Lock::Held(record)) => Some(record.execution_id),
+            _ => None,
+        },
+    )
+}
+
+/// Runs reap-builders' code for the execution, as its Step Functions event does in AWS.
+async fn reap_execution(
+    services: &golden_core::bake::Services,
+    client: &aws_sdk_sfn::Client,
+    arn: &str,
+) -> anyhow::Result<reap::ReapReport> {
+    let status = client
+        .describe_execution()
+        .execution_arn(arn)
+        .send()
+        .await
+        .map(|o| o.status().as_str().to_owned())
+        .unwrap_or_else(|_| "ABORTED".into());
+    reap::handle(
+        services,
+        Trigger::ExecutionStatus {
+            execution_arn: arn.to_owned(),
+            status,
+        },
+    )
+    .await
+    .context("cleaning up after the aborted bake (reap-builders retries it on its schedule)")
+}
+
+/// Waits (up to 10 minutes) until the execution has no builder left and does not hold the type's lock.
+/// Builders are looked for anew each time, and reaped again if one still runs: a LaunchBuilder call in
+/// flight when the execution was stopped can start one after the first reap.
 async fn settle(
     services: &golden_core::bake::Services,
-    builders: &[String],
+    client: &aws_sdk_sfn::Client,
+    regions: &[String],
     image_type: Option<&str>,
     arn: &str,
     progress: &Progress,
@@ -576,7 +620,8 @@ async fn settle(
     let deadline = std::time::Instant::now() + Duration::from_secs(600);
     loop {
         let mut pending = Vec::new();
-        for b in builders {
+        let mut reap_again = false;
+        for b in builders_of(services, regions, arn).await? {
             let Some((region, id)) = b.split_once(':') else {
                 continue;
             };
@@ -584,21 +629,24 @@ async fn settle(
                 .ec2
                 .describe_instance(region, id)
                 .await?
-                .map(|i| i.state)
-                .unwrap_or_else(|| "terminated".into());
+                .map_or_else(|| "terminated".to_owned(), |i| i.state);
+            reap_again |= state != "shutting-down" && state != "terminated";
             if state != "terminated" {
                 pending.push(format!("{id} {state}"));
             }
         }
         if let Some(ty) = image_type {
-            let lock = services.store.get(&format!("locks/{ty}.json")).await?;
-            if lock.is_some_and(|l| String::from_utf8_lossy(&l.body).contains(arn)) {
+            if lock_holder(services, ty).await?.as_deref() == Some(arn) {
                 pending.push(format!("lock locks/{ty}.json"));
+                reap_again = true;
             }
         }
         if pending.is_empty() {
             progress.line("builders terminated, lock free");
             return Ok(true);
+        }
+        if reap_again {
+            reap_execution(services, client, arn).await?;
         }
         progress.set(&format!("waiting for {}", pending.join(", ")));
         if std::time::Instant::now() > deadline {

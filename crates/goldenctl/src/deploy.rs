@@ -10,8 +10,9 @@ use golden_core::config::Config;
 /// The global flags that name the deployment (clap reads the environment variables for them).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct DeploymentArgs {
-    /// The deployed stack whose outputs (BucketName, StateMachineArn, Regions) fill in what the other
-    /// flags and variables leave unset.
+    /// The deployed stack whose outputs (BucketName, StateMachineArn, Regions) and parameters (TypeTag and
+    /// the lifecycle settings: PruneDryRun, EnforceAction, ...) fill in what the other flags and variables
+    /// leave unset.
     #[arg(long, env = "GOLDEN_STACK", global = true, value_name = "NAME")]
     pub stack: Option<String>,
     /// The deployment's bucket (recipes, locks, manifest.json): the stack's output BucketName.
@@ -39,6 +40,9 @@ pub struct Deployment {
     pub regions: Vec<String>,
     /// `GOLDEN_TYPE_TAG` (default `golden-ami:type`): the tag whose value is a fleet instance's image type.
     pub type_tag: String,
+    /// The functions' settings from the stack's parameters (`GOLDEN_PRUNE_DRY_RUN`, ...): used where the
+    /// environment does not set them, so goldenctl acting for a function acts as the deployed one would.
+    stack_settings: std::collections::BTreeMap<String, String>,
     /// Where the values came from, for errors: "--stack NAME" or "flags and environment".
     source: String,
 }
@@ -66,20 +70,23 @@ impl Deployment {
             .map(split_regions)
             .unwrap_or_default();
         let mut source = "flags and environment".to_owned();
-        if let Some(stack) = non_empty(args.stack) {
-            let outputs = crate::stack::outputs(&sdk, &stack).await?;
-            let output = |key: &str| non_empty(outputs.get(key).cloned());
+        let mut stack_settings = std::collections::BTreeMap::new();
+        if let Some(name) = non_empty(args.stack) {
+            let stack = crate::stack::read(&sdk, &name).await?;
+            let output = |key: &str| non_empty(stack.outputs.get(key).cloned());
             bucket = bucket.or_else(|| output("BucketName"));
             state_machine_arn = state_machine_arn.or_else(|| output("StateMachineArn"));
             if regions.is_empty() {
-                regions = output("Regions")
-                    .as_deref()
-                    .map(split_regions)
-                    .unwrap_or_default();
+                // The output, else the parameter (a stack deployed before the output existed).
+                let list =
+                    output("Regions").or_else(|| stack.settings.get("GOLDEN_REGIONS").cloned());
+                regions = list.as_deref().map(split_regions).unwrap_or_default();
             }
-            source = format!("--stack {stack}");
+            stack_settings = stack.settings;
+            source = format!("--stack {name}");
         }
         let type_tag = non_empty(std::env::var("GOLDEN_TYPE_TAG").ok())
+            .or_else(|| non_empty(stack_settings.get("GOLDEN_TYPE_TAG").cloned()))
             .unwrap_or_else(|| golden_core::tags::DEFAULT_TYPE_TAG.to_owned());
         Ok(Self {
             sdk,
@@ -87,6 +94,7 @@ impl Deployment {
             state_machine_arn,
             regions,
             type_tag,
+            stack_settings,
             source,
         })
     }
@@ -134,9 +142,39 @@ impl Deployment {
             })
     }
 
+    /// Every region to search for an instance: `flags` if any, else every region enabled in the account
+    /// (EC2 DescribeRegions), else (that failing) [`Self::search_regions`].
+    pub async fn every_region(&self, flags: Vec<String>) -> anyhow::Result<Vec<String>> {
+        if !flags.is_empty() {
+            return Ok(flags);
+        }
+        match aws_sdk_ec2::Client::new(&self.sdk)
+            .describe_regions()
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let mut regions: Vec<String> = out
+                    .regions()
+                    .iter()
+                    .filter_map(|r| r.region_name().map(str::to_owned))
+                    .collect();
+                regions.sort();
+                if !regions.is_empty() {
+                    return Ok(regions);
+                }
+            }
+            Err(e) => eprintln!(
+                "goldenctl: cannot list the account's regions ({}); searching the deployment's",
+                crate::errors::chain(&e)
+            ),
+        }
+        self.search_regions(Vec::new())
+    }
+
     /// The lifecycle code's services, configured as the functions are: the deployment's values, and the
-    /// lifecycle knobs (`GOLDEN_PRUNE_*`, `GOLDEN_ROLLOUT_*`, ...) from the environment. No metrics are
-    /// written: those are the functions'.
+    /// lifecycle knobs (`GOLDEN_PRUNE_*`, `GOLDEN_ROLLOUT_*`, ...) from the environment, else the stack's
+    /// parameters. No metrics are written: those are the functions'.
     pub fn services(&self) -> anyhow::Result<Services> {
         let bucket = self.bucket()?.to_owned();
         let regions = self.regions.join(",");
@@ -148,7 +186,8 @@ impl Deployment {
             "GOLDEN_STATE_MACHINE_ARN" => state_machine_arn.clone(),
             "GOLDEN_TYPE_TAG" => Some(type_tag.clone()),
             "GOLDEN_STACK_NAME" => None,
-            other => std::env::var(other).ok(),
+            other => non_empty(std::env::var(other).ok())
+                .or_else(|| self.stack_settings.get(other).cloned()),
         })
         .context("the deployment's settings")?;
         Ok(golden_core::runtime::services_from(

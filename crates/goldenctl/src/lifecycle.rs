@@ -1,7 +1,7 @@
 //! `amis TYPE`, `prune`, `reap`, `enforce`, `recycle TYPE`: the lifecycle functions' own plans, run
 //! in-process with the operator's credentials. Each shows its plan first; acting needs confirmation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use golden_core::freshness::{Enforcement, Verdict};
 use golden_core::lifecycle::{enforce, prune, reap, Trigger};
@@ -191,8 +191,8 @@ pub async fn amis(d: &Deployment, image_type: &str, format: Format) -> anyhow::R
     Ok(EXIT_OK)
 }
 
-/// One row per AMI (ids never wrapped in 100 columns), then one line per AMI with who names it and why
-/// prune keeps or deletes it.
+/// One row per AMI (ids never wrapped in 100 columns), then per AMI who names it and why prune keeps or
+/// deletes it.
 fn render_amis(r: &AmisReport) -> String {
     if r.amis.is_empty() {
         return format!("no images of {} in these regions", r.image_type);
@@ -231,33 +231,38 @@ fn render_amis(r: &AmisReport) -> String {
             ]
         })
         .collect();
-    let mut out = table(
-        &["Region", "Version", "AMI", "Status", "Instances", "Prune"],
-        rows,
-    );
-    for a in &r.amis {
-        // The reasons name the instances, launch templates and parameters that keep it.
-        out.push_str(&format!(
-            "\n{} {}: {}: {}",
-            a.region,
-            a.image_id,
-            a.prune,
-            a.why.join("; ")
-        ));
-    }
-    out
+    let why = r
+        .amis
+        .iter()
+        .map(|a| {
+            vec![
+                a.image_id.clone(),
+                format!("{}: {}", a.prune, a.why.join("; ")),
+            ]
+        })
+        .collect();
+    // The reasons name the instances, launch templates and parameters that keep each image.
+    format!(
+        "{}\n{}",
+        table(
+            &["Region", "Version", "AMI", "Status", "Instances", "Prune"],
+            rows
+        ),
+        table(&["AMI", "Why"], why)
+    )
 }
 
 /// Plan, confirm, act: the shape of prune, reap, enforce and recycle here. `run(None)` plans; `run(Some(plan))`
-/// acts, given the plan that was shown and confirmed. prune, reap and enforce act as their functions do, on
-/// facts gathered again (every protection is checked anew, so nothing protected since the plan is touched);
-/// recycle, which has no cap, acts only on the instances the plan listed.
+/// acts, given the plan that was shown and confirmed. `items` names what a report acts on. Just before
+/// acting, the plan is made again: if it now holds anything the confirmed one did not, nothing is done
+/// (the person confirmed what they saw, not what changed since). prune, reap and enforce then act as their
+/// functions do, checking every protection anew; recycle acts only on the instances the plan listed.
 async fn plan_then_act<R, Fut>(
     act: ActArgs,
     format: Format,
     question: &str,
     run: impl Fn(Option<&R>) -> Fut,
-    to_do: impl Fn(&R) -> usize,
+    items: impl Fn(&R) -> BTreeSet<String>,
     render: fn(&R) -> String,
 ) -> anyhow::Result<u8>
 where
@@ -265,15 +270,27 @@ where
     Fut: std::future::Future<Output = golden_core::error::Result<R>>,
 {
     let plan = run(None).await?;
-    let count = to_do(&plan);
-    if format == Format::Table || act.dry_run || count == 0 {
-        print(format, &plan, render);
+    let planned = items(&plan);
+    let nothing = planned.is_empty();
+    match format {
+        Format::Json if act.dry_run || nothing => print(format, &plan, render),
+        _ => ui::show_plan(format, act, nothing, &plan, render),
     }
-    if confirm(act, &format!("{question} ({count})"), count == 0)? == Go::Plan {
-        if format == Format::Table && count == 0 {
+    let question = format!("{question} ({})", planned.len());
+    if confirm(act, &question, nothing)? == Go::Plan {
+        if format == Format::Table && nothing {
             eprintln!("nothing to do");
         }
         return Ok(EXIT_OK);
+    }
+    let again = run(None).await?;
+    let added: Vec<String> = items(&again).difference(&planned).cloned().collect();
+    if !added.is_empty() {
+        anyhow::bail!(
+            "the plan changed since it was shown: it would now also act on {}; nothing was done, run the \
+             command again to see the new plan",
+            added.join(", ")
+        );
     }
     let done = run(Some(&plan)).await?;
     if format == Format::Table {
@@ -298,12 +315,13 @@ pub async fn prune(d: &Deployment, act: ActArgs, format: Format) -> anyhow::Resu
             )
         },
         |r: &prune::PruneReport| {
-            r.plan.as_ref().map_or(0, |p| {
-                p.decisions
-                    .iter()
-                    .filter(|d| d.action == Action::Delete)
-                    .count()
-            }) + r.orphan_snapshots.len()
+            r.plan
+                .iter()
+                .flat_map(|p| &p.decisions)
+                .filter(|d| d.action == Action::Delete)
+                .map(|d| format!("{} ({})", d.image_id, d.region))
+                .chain(r.orphan_snapshots.iter().cloned())
+                .collect()
         },
         render_prune,
     )
@@ -369,9 +387,14 @@ pub async fn reap(d: &Deployment, act: ActArgs, format: Format) -> anyhow::Resul
             r.builders
                 .iter()
                 .filter(|b| matches!(b.verdict, golden_core::reaping::ReapVerdict::Reap { .. }))
-                .count()
-                + r.locks_released.len()
-                + r.orphan_images.len()
+                .map(|b| format!("{} ({})", b.instance_id, b.region))
+                .chain(r.locks_released.iter().map(|t| format!("locks/{t}.json")))
+                .chain(
+                    r.orphan_images
+                        .iter()
+                        .flat_map(|o| o.images.iter().cloned()),
+                )
+                .collect()
         },
         render_reap,
     )
@@ -424,7 +447,11 @@ fn render_enforce(r: &enforce::EnforceReport) -> String {
             let word = if !e.act {
                 "leave".to_owned()
             } else if r.acted.contains(&e.instance_id) {
-                ui::bad(&format!("{}ed", r.action))
+                ui::bad(match r.action {
+                    golden_core::freshness::EnforceAction::Terminate => "terminated",
+                    golden_core::freshness::EnforceAction::Stop => "stopped",
+                    golden_core::freshness::EnforceAction::Report => "reported",
+                })
             } else {
                 ui::warn(&r.action.to_string())
             };
@@ -450,11 +477,15 @@ fn render_enforce(r: &enforce::EnforceReport) -> String {
     )
 }
 
-fn acting(r: &enforce::EnforceReport) -> usize {
+fn acting(r: &enforce::EnforceReport) -> BTreeSet<String> {
     if r.action == golden_core::freshness::EnforceAction::Report {
-        return 0;
+        return BTreeSet::new();
     }
-    r.decisions.iter().filter(|d| d.act).count()
+    r.decisions
+        .iter()
+        .filter(|d| d.act)
+        .map(|d| format!("{} ({})", d.instance_id, d.region))
+        .collect()
 }
 
 pub async fn enforce(d: &Deployment, act: ActArgs, format: Format) -> anyhow::Result<u8> {
@@ -491,7 +522,7 @@ pub async fn recycle(
         &format!("terminate these {image_type} instances now"),
         |plan: Option<&enforce::EnforceReport>| {
             // Acting terminates only what the confirmed plan listed.
-            let approved: Option<std::collections::BTreeSet<String>> = plan.map(|p| {
+            let approved: Option<BTreeSet<String>> = plan.map(|p| {
                 p.decisions
                     .iter()
                     .filter(|d| d.act)

@@ -75,7 +75,7 @@ enum Command {
     Status {
         #[arg(value_name = "NAME|INSTANCE_ID")]
         target: String,
-        /// Search these regions (repeat the flag); default GOLDEN_REGIONS, else the AWS default region.
+        /// Search only these regions (repeat the flag); default: every region enabled in the account.
         #[arg(long = "region", id = "region", value_name = "REGION")]
         region: Vec<String>,
     },
@@ -287,7 +287,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Recipes(RecipesCommand::List) => recipes::list(&deployment.store()?, out).await,
         Command::Status { target, region } => {
-            let regions = deployment.search_regions(region)?;
+            let regions = deployment.every_region(region).await?;
             let store = deployment.store().ok();
             let store_ref = store
                 .as_ref()

@@ -124,10 +124,22 @@ pub async fn run(
         Some(v) => format!("{} {image_type} {v}", action.name()),
         None => format!("{} {image_type}", action.name()),
     };
-    if format == Format::Table {
-        print(Format::Table, &report, render);
-    }
-    if confirm(act, &question, !changed)? == Go::Plan {
+    // A revoke or promote already in the manifest still re-applies its parameters and deprecations: the
+    // way to finish one whose first run failed after writing the manifest.
+    let repair = !changed && !act.dry_run && !matches!(action, Action::Unpin);
+    ui::show_plan(format, act, !changed, &report, render);
+    if repair {
+        if format == Format::Table {
+            eprintln!(
+                "the manifest is already so; re-applying its parameters{} to match",
+                if matches!(action, Action::Revoke { .. }) {
+                    " and deprecations"
+                } else {
+                    ""
+                }
+            );
+        }
+    } else if confirm(act, &question, !changed)? == Go::Plan {
         if format == Format::Json {
             print(format, &report, render);
         } else if !changed {

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Context;
 use aws_sdk_ec2::types::Filter;
 use golden_core::freshness::{self, FleetInstance, Verdict};
 use golden_core::ports::ObjectStore;
@@ -47,6 +46,8 @@ pub struct StatusReport {
     pub target: String,
     pub regions: Vec<String>,
     pub instances: Vec<Found>,
+    /// Regions that could not be searched, with why; the others were.
+    pub errors: Vec<String>,
 }
 
 fn is_instance_id(s: &str) -> bool {
@@ -87,6 +88,7 @@ pub async fn status(
         target: target.to_owned(),
         regions: regions.clone(),
         instances: Vec::new(),
+        errors: Vec::new(),
     };
     for region in &regions {
         let conf = aws_sdk_ec2::config::Builder::from(sdk)
@@ -109,9 +111,13 @@ pub async fn status(
             {
                 continue
             }
+            // One region failing (not enabled, no permission) does not hide the others' instances.
             Err(e) => {
-                return Err(anyhow::Error::new(e))
-                    .with_context(|| format!("DescribeInstances in {region}"))
+                report.errors.push(format!(
+                    "DescribeInstances in {region}: {}",
+                    crate::errors::chain(&e)
+                ));
+                continue;
             }
         };
         for i in out.reservations().iter().flat_map(|r| r.instances()) {
@@ -147,19 +153,27 @@ pub async fn status(
                         .describe_spot_instance_requests()
                         .spot_instance_request_ids(request_id)
                         .send()
-                        .await
-                        .with_context(|| {
-                            format!("DescribeSpotInstanceRequests {request_id} in {region}")
-                        })?;
-                    let status = described
-                        .spot_instance_requests()
-                        .first()
-                        .and_then(|r| r.status());
-                    Some(Spot {
-                        request_id: request_id.to_owned(),
-                        code: status.and_then(|s| s.code()).map(str::to_owned),
-                        message: status.and_then(|s| s.message()).map(str::to_owned),
-                    })
+                        .await;
+                    // A closed request ages out of EC2 and is "not found": say so, show the rest.
+                    match described {
+                        Ok(d) => {
+                            let status =
+                                d.spot_instance_requests().first().and_then(|r| r.status());
+                            Some(Spot {
+                                request_id: request_id.to_owned(),
+                                code: status.and_then(|s| s.code()).map(str::to_owned),
+                                message: status.and_then(|s| s.message()).map(str::to_owned),
+                            })
+                        }
+                        Err(e) => Some(Spot {
+                            request_id: request_id.to_owned(),
+                            code: None,
+                            message: Some(format!(
+                                "EC2 no longer describes this request ({})",
+                                crate::errors::chain(&e)
+                            )),
+                        }),
+                    }
                 }
                 None => None,
             };
@@ -205,13 +219,21 @@ pub async fn status(
     if found || format == Format::Json {
         print(format, &report, render);
     }
+    for e in &report.errors {
+        eprintln!("goldenctl: not searched: {e}");
+    }
     if found {
         Ok(EXIT_OK)
     } else {
-        eprintln!(
-            "goldenctl: no instance named {target:?} (tag Name, exact) or with that id in {}; check the \
-             name, or pass --region for a region not listed",
+        let searched = if regions.len() > 4 {
+            format!("{} regions", regions.len())
+        } else {
             regions.join(", ")
+        };
+        eprintln!(
+            "goldenctl: no instance named {target:?} (tag Name, exact) or with that id in {searched}; check the \
+             name (`goldenctl status` matches the whole Name tag), or pass --region for a region not enabled \
+             in this account"
         );
         Ok(EXIT_ERROR)
     }

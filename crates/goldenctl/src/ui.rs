@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::output::Format;
+
 /// Colour on stdout: only a terminal, and never with `NO_COLOR` set to a non-empty value (no-color.org).
 pub fn colour_wanted(stdout_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
     stdout_is_terminal && no_color.is_none_or(|v| v.is_empty())
@@ -34,6 +36,15 @@ pub fn warn(word: &str) -> String {
 
 pub fn bad(word: &str) -> String {
     console::style(word).red().bold().to_string()
+}
+
+/// [`good`] and [`bad`] for stderr: coloured only if stderr is a terminal too.
+pub fn good_stderr(word: &str) -> String {
+    console::style(word).for_stderr().green().to_string()
+}
+
+pub fn bad_stderr(word: &str) -> String {
+    console::style(word).for_stderr().red().bold().to_string()
 }
 
 /// Lines of progress on stderr, each with the elapsed time; on a terminal also a spinner with the
@@ -120,6 +131,29 @@ pub enum Go {
     /// `--dry-run`, or nothing to do: stop after the plan.
     Plan,
     Act,
+}
+
+/// Whether [`confirm`] will ask a person (a terminal, no `--yes`, no `--dry-run`, something to do).
+pub fn will_ask(act: ActArgs, nothing_to_do: bool) -> bool {
+    !(act.dry_run || act.yes || nothing_to_do)
+        && std::io::stdin().is_terminal()
+        && std::io::stderr().is_terminal()
+}
+
+/// Shows a plan before [`confirm`]: as a table on stdout; with `--output json` (whose stdout is the final
+/// report), as a table on stderr, and only when a person is about to be asked about it.
+pub fn show_plan<T>(
+    format: Format,
+    act: ActArgs,
+    nothing_to_do: bool,
+    plan: &T,
+    render: fn(&T) -> String,
+) {
+    match format {
+        Format::Table => println!("{}", render(plan)),
+        Format::Json if will_ask(act, nothing_to_do) => eprintln!("{}", render(plan)),
+        Format::Json => {}
+    }
 }
 
 /// After the plan: `--dry-run` plans only; `--yes` acts; on a terminal the person is asked (default no);

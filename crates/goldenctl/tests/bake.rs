@@ -249,6 +249,14 @@ async fn revoke_rolls_back_and_a_pin_survives_the_next_bake_until_unpinned() {
     assert_eq!(plan["after"]["versionStatus"], "revoked");
     assert_eq!(manifest_type(&emu, &ty).await["current"], v2.as_str());
 
+    // Off a terminal, nothing is revoked without --yes.
+    goldenctl()
+        .args(["revoke", &ty, &v2, "--reason", "kernel panic"])
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("plan: revoke"))
+        .stderr(predicate::str::contains("pass --yes"));
+    assert_eq!(manifest_type(&emu, &ty).await["current"], v2.as_str());
     let revoked = json_of(
         &[
             "revoke",
@@ -277,6 +285,36 @@ async fn revoke_rolls_back_and_a_pin_survives_the_next_bake_until_unpinned() {
             .as_deref(),
         Some(images[0][BUILD].as_str())
     );
+    // A revoke whose first run failed after writing the manifest is finished by running it again: the
+    // manifest is already so, and the parameters are put back in line with it.
+    let parameter = format!("/golden-ami/{ty}/current");
+    emu.ssm(BUILD)
+        .put_parameter()
+        .name(&parameter)
+        .value(&images[1][BUILD])
+        .overwrite(true)
+        .send()
+        .await
+        .expect("PutParameter");
+    let again = json_of(
+        &[
+            "revoke",
+            &ty,
+            &v2,
+            "--reason",
+            "kernel panic",
+            "--yes",
+            "--output",
+            "json",
+        ],
+        0,
+    );
+    assert_eq!(again["changed"], false, "{again}");
+    assert_eq!(
+        emu.parameter(BUILD, &parameter).await.as_deref(),
+        Some(images[0][BUILD].as_str()),
+        "{again}"
+    );
     // A revoked version cannot be promoted: the error says what to do.
     goldenctl()
         .args(["promote", &ty, &v2, "--yes"])
@@ -287,6 +325,28 @@ async fn revoke_rolls_back_and_a_pin_survives_the_next_bake_until_unpinned() {
         ));
 
     // Pinned to version 1, the nightly bake publishes a newer version that does not become current.
+    let plan = json_of(
+        &[
+            "promote",
+            &ty,
+            &v1,
+            "--pin",
+            "--dry-run",
+            "--output",
+            "json",
+        ],
+        0,
+    );
+    assert!(plan["after"]["pinnedAt"].is_string(), "{plan}");
+    assert!(
+        manifest_type(&emu, &ty).await["pinnedAt"].is_null(),
+        "a dry run pins nothing"
+    );
+    goldenctl()
+        .args(["promote", &ty, &v1, "--pin"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("pass --yes"));
     let pinned = json_of(
         &["promote", &ty, &v1, "--pin", "--yes", "--output", "json"],
         0,
@@ -323,6 +383,15 @@ async fn revoke_rolls_back_and_a_pin_survives_the_next_bake_until_unpinned() {
     );
 
     // Unpin leaves current where it is; promoting the new bake rolls forward.
+    goldenctl()
+        .args(["unpin", &ty])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("pass --yes"));
+    assert!(
+        manifest_type(&emu, &ty).await["pinnedAt"].is_string(),
+        "still pinned"
+    );
     let unpinned = json_of(&["unpin", &ty, "--yes", "--output", "json"], 0);
     assert!(unpinned["after"]["pinnedAt"].is_null(), "{unpinned}");
     assert_eq!(manifest_type(&emu, &ty).await["current"], v1.as_str());

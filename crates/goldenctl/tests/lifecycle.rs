@@ -121,8 +121,9 @@ async fn amis_shows_status_users_and_what_prune_would_do_and_prune_deletes_only_
         .get_output()
         .stdout
         .clone();
-    let table = normalise(&String::from_utf8(table).expect("utf-8"));
-    insta::assert_snapshot!("amis_table", table);
+    let table = String::from_utf8(table).expect("utf-8");
+    common::assert_fits_100_columns(&table);
+    insta::assert_snapshot!("amis_table", normalise(&table));
 
     // prune: off a terminal, it shows its plan and refuses to act without --yes; --dry-run deletes nothing.
     goldenctl()
@@ -286,7 +287,7 @@ async fn revoke_then_recycle_terminates_instances_on_the_revoked_image_now_and_s
 }
 
 #[tokio::test]
-async fn reap_and_enforce_show_their_plans_and_act_on_nothing_without_yes() {
+async fn reap_and_enforce_show_their_plans_act_on_nothing_without_yes_and_reap_frees_a_dead_lock() {
     let _serial = SERIAL.lock().await;
     let emu = Emulator::from_env().await;
     let services = emu.services(&[]).await;
@@ -322,10 +323,45 @@ async fn reap_and_enforce_show_their_plans_and_act_on_nothing_without_yes() {
         .stderr(predicate::str::contains("pass --yes"));
     assert_eq!(emu.instance_state(R1, &on_revoked).await, "running");
 
-    let reap = json_of(&["reap", "--dry-run", "--output", "json"], 0);
-    assert_eq!(reap["dryRun"], true, "{reap}");
+    // A lock held by an execution that does not exist (it died and its history expired).
+    let lock = format!("locks/{ty}.json");
+    let record = json!({
+        "type": ty,
+        "executionId": format!("{}:{ty}-gone", emu.state_machine_arn.replacen(":stateMachine:", ":execution:", 1)),
+        "version": version(1).as_str(),
+        "acquiredAt": "2026-10-01T01:15:00Z",
+        "deadline": "2026-10-01T03:15:00Z"
+    });
+    emu.s3()
+        .put_object()
+        .bucket(&emu.bucket)
+        .key(&lock)
+        .body(record.to_string().into_bytes().into())
+        .send()
+        .await
+        .expect("PutObject lock");
+    let plan = json_of(&["reap", "--dry-run", "--output", "json"], 0);
+    assert_eq!(plan["dryRun"], true, "{plan}");
     assert!(
-        reap["builders"].is_array() && reap["locksReleased"].is_array(),
-        "{reap}"
+        plan["locksReleased"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|t| t == ty.as_str())),
+        "{plan}"
+    );
+    goldenctl()
+        .arg("reap")
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains(lock.as_str()))
+        .stderr(predicate::str::contains("pass --yes"));
+    assert!(
+        emu.object(&lock).await.is_some(),
+        "not confirmed: the lock stays"
+    );
+    let done = json_of(&["reap", "--yes", "--output", "json"], 0);
+    assert_eq!(done["dryRun"], false, "{done}");
+    assert!(
+        emu.object(&lock).await.is_none(),
+        "the dead execution's lock is freed"
     );
 }

@@ -165,7 +165,7 @@ pub async fn recycle(
                 Verdict::Revoked { .. } => (true, "revoked image: recycled now".to_owned()),
                 Verdict::PinnedLauncher { revoked: true, .. } => (
                     true,
-                    "revoked image, launched after the switch: recycled now (check its launcher no                      longer pins it)"
+                    "revoked image, launched after the switch: recycled now (check its launcher no longer pins it)"
                         .to_owned(),
                 ),
                 Verdict::Stale { .. } | Verdict::PinnedLauncher { .. } if revoked_only => {
@@ -174,7 +174,7 @@ pub async fn recycle(
                 Verdict::Stale { .. } => (true, "stale image: recycled now".to_owned()),
                 Verdict::PinnedLauncher { .. } => (
                     true,
-                    "stale image, launched after the switch: recycled now (check its launcher no longer                      pins it)"
+                    "stale image, launched after the switch: recycled now (check its launcher no longer pins it)"
                         .to_owned(),
                 ),
                 other => (false, format!("left: {}", freshness_word(other))),

@@ -66,7 +66,7 @@ pub(crate) fn finish<R: serde::Serialize>(
 /// The regions a sweep covers: `GOLDEN_REGIONS` and every pushed recipe's build and copy regions, so a
 /// recipe region missing from the setting is still pruned, enforced and reaped. A recipe that cannot be
 /// parsed adds nothing (it is logged); neither source giving a region is a clear error naming the setting.
-pub(crate) async fn sweep_regions(services: &Services) -> Result<Vec<String>> {
+pub async fn sweep_regions(services: &Services) -> Result<Vec<String>> {
     let mut regions: std::collections::BTreeSet<String> =
         services.config.regions.iter().cloned().collect();
     for key in services.store.list("recipes/").await? {

@@ -185,3 +185,14 @@ pub async fn create_stack(emu: &Emulator, prefix: &str, template: &Value) -> Str
         .expect("CreateStack");
     name
 }
+
+/// Every line of `text` fits a 100-column terminal.
+pub fn assert_fits_100_columns(text: &str) {
+    for line in text.lines() {
+        assert!(
+            line.chars().count() <= 100,
+            "{} columns: {line}",
+            line.chars().count()
+        );
+    }
+}
