@@ -546,3 +546,63 @@ pub async fn recycle(
     )
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[derive(Serialize)]
+    struct Fake(Vec<&'static str>);
+
+    fn items(f: &Fake) -> BTreeSet<String> {
+        f.0.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn render(f: &Fake) -> String {
+        f.0.join(",")
+    }
+
+    /// Runs plan_then_act with --yes over plans that are `first`, then `later` on every call after.
+    async fn run_with(first: Fake, later: Vec<&'static str>) -> (anyhow::Result<u8>, bool) {
+        let calls = AtomicUsize::new(0);
+        let acted = AtomicBool::new(false);
+        let first = std::sync::Mutex::new(Some(first));
+        let run = |plan: Option<&Fake>| {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            if plan.is_some() {
+                acted.store(true, Ordering::SeqCst);
+            }
+            let this = match first.lock().expect("lock").take() {
+                Some(f) if n == 0 => f,
+                _ => Fake(later.clone()),
+            };
+            async move { Ok(this) }
+        };
+        let yes = ActArgs {
+            yes: true,
+            dry_run: false,
+        };
+        let result = plan_then_act(yes, Format::Json, "act", run, items, render).await;
+        (result, acted.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn a_plan_that_grew_since_it_was_shown_is_not_acted_on() {
+        let (result, acted) = run_with(Fake(vec!["i-1"]), vec!["i-1", "i-2"]).await;
+        let err = result.expect_err("refused");
+        assert!(
+            err.to_string().contains("would now also act on i-2"),
+            "{err}"
+        );
+        assert!(!acted, "nothing was done");
+    }
+
+    #[tokio::test]
+    async fn the_same_or_a_smaller_plan_is_acted_on() {
+        let (result, acted) = run_with(Fake(vec!["i-1", "i-2"]), vec!["i-1"]).await;
+        assert_eq!(result.expect("acted"), EXIT_OK);
+        assert!(acted);
+    }
+}

@@ -69,7 +69,7 @@ enum Command {
         #[arg(value_name = "TYPE")]
         image_type: Option<String>,
     },
-    /// An instance by its Name tag (exact) or id, searched in every region: IPs, state and why, the spot
+    /// An instance by its Name tag (exact) or id, searched in every enabled region: IPs, state and why, the spot
     /// request's status, its image type, AMI and the AMI's verdict (current, stale, revoked, not golden),
     /// launch time and tags. Several matches are all shown; none exits 1.
     Status {
@@ -98,7 +98,7 @@ enum Command {
         /// Only this image type.
         #[arg(value_name = "TYPE")]
         image_type: Option<String>,
-        /// At most this many executions are looked at.
+        /// Show at most this many (the most recent, of TYPE if given).
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
@@ -119,8 +119,8 @@ enum Command {
     Revoke {
         #[arg(value_name = "TYPE")]
         image_type: String,
-        #[arg(value_name = "VERSION")]
-        version: String,
+        #[arg(value_name = "VERSION", value_parser = release::parse_version)]
+        version: golden_core::version::Version,
         /// Why, recorded in the manifest (shown to whoever looks at the version).
         #[arg(long)]
         reason: String,
@@ -135,8 +135,8 @@ enum Command {
     Promote {
         #[arg(value_name = "TYPE")]
         image_type: String,
-        #[arg(value_name = "VERSION")]
-        version: String,
+        #[arg(value_name = "VERSION", value_parser = release::parse_version)]
+        version: golden_core::version::Version,
         /// Hold TYPE at VERSION: newer bakes are kept in the history but do not become current.
         #[arg(long)]
         pin: bool,
@@ -326,7 +326,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             act,
         } => {
             let action = release::Action::Revoke { reason, force };
-            release::run(&deployment, &image_type, Some(&version), action, act, out).await
+            release::run(&deployment, &image_type, Some(version), action, act, out).await
         }
         Command::Promote {
             image_type,
@@ -335,7 +335,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             act,
         } => {
             let action = release::Action::Promote { pin };
-            release::run(&deployment, &image_type, Some(&version), action, act, out).await
+            release::run(&deployment, &image_type, Some(version), action, act, out).await
         }
         Command::Unpin { image_type, act } => {
             release::run(

@@ -331,8 +331,16 @@ pub async fn manifest(
                 rows.push(vec![
                     ty.clone(),
                     v.version.to_string(),
-                    format!("{:?}{}", v.status, if current { " (current)" } else { "" })
-                        .to_lowercase(),
+                    format!(
+                        "{:?}{}",
+                        v.status,
+                        match (current, entry.pinned_at.is_some()) {
+                            (true, true) => " (current, pinned)",
+                            (true, false) => " (current)",
+                            _ => "",
+                        }
+                    )
+                    .to_lowercase(),
                     v.images
                         .iter()
                         .map(|(r, i)| format!("{r} {i}"))

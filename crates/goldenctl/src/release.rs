@@ -13,6 +13,12 @@ use crate::output::{print, table, Format};
 use crate::ui::{self, confirm, ActArgs, Go};
 use crate::EXIT_OK;
 
+/// clap's parser of a VERSION argument: a malformed one is a usage error (exit 2).
+pub fn parse_version(text: &str) -> Result<Version, String> {
+    Version::parse(text)
+        .map_err(|e| format!("{e}; `goldenctl manifest TYPE` lists a type's versions"))
+}
+
 /// A type's release state: what fleets launch, whether it is pinned, and the version acted on.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -78,18 +84,11 @@ impl Action {
 pub async fn run(
     d: &Deployment,
     image_type: &str,
-    version: Option<&str>,
+    version: Option<Version>,
     action: Action,
     act: ActArgs,
     format: Format,
 ) -> anyhow::Result<u8> {
-    let version = version
-        .map(|v| {
-            Version::parse(v).map_err(|e| {
-                anyhow::anyhow!("{e}; `goldenctl manifest {image_type}` lists the versions")
-            })
-        })
-        .transpose()?;
     let services = d.services()?;
     let now = services.now();
     let (manifest, _) = read_manifest(services.store.as_ref(), now).await?;

@@ -72,6 +72,12 @@ fn a_recipe_must_be_named_for_its_type() {
 fn usage_errors_exit_2_and_help_documents_the_exit_codes() {
     goldenctl().args(["recipes", "validate"]).assert().code(2);
     goldenctl().args(["no-such-command"]).assert().code(2);
+    // A malformed version is a usage error too, caught before any AWS call.
+    goldenctl()
+        .args(["revoke", "bld-linux64", "2026-11-26", "--reason", "x"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("goldenctl manifest TYPE"));
     goldenctl()
         .arg("--help")
         .assert()
