@@ -23,7 +23,7 @@ CLIPPY_DRIVER := $(or $(wildcard $(shell rustc --print sysroot 2>/dev/null)/bin/
 # The features every debug build uses, so the functions share the tests' SDK build (golden-core's `test-deps`).
 FEATURES := --features golden-core/test-deps
 
-.PHONY: help demo test tools package
+.PHONY: help demo test tools package bench
 
 help:
 	@echo "make demo   bake bld-linux64 on the local emulator and show the manifest, AMIs and builder"
@@ -32,9 +32,16 @@ help:
 	@echo "make tools  only create/refresh .venv/ (moto, cargo-lambda, boto3, aws-sam-cli) and .venv-lint/"
 	@echo "make package  every function for Lambda (arm64, release) as target/lambda/<name>/bootstrap.zip,"
 	@echo "            in one cargo run; prints each zip's size (not part of make test: ~15 min fresh)"
+	@echo "make bench  cold start, memory, package size, one bake's calls and cost, retention and enforce at"
+	@echo "            scale beside aws-amicleaner and a Python peer; writes BENCHMARKS.md (~1.5 h fresh)"
 
 tools:
 	scripts/emulator tools
+
+# Figures, not tests: nothing here fails on a slow run. BENCH_ONLY=bake,idle,retention-500,... runs part of it
+# (the report is then made from what target/bench/ holds). See scripts/bench.py and BENCHMARKS.md.
+bench: tools
+	python3 scripts/bench.py all
 
 demo:
 	scripts/emulator run -- scripts/demo

@@ -32,7 +32,7 @@ import threading
 import time
 import tomllib
 import urllib.parse
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -82,6 +82,10 @@ SCRUBBED_ENV = {
 # (crates/golden-core/Cargo.toml, `test-deps`). Without them each `cargo run` of `cargo lambda watch` would
 # compile the SDK a second time.
 CARGO_FEATURES = ["--features", "golden-core/test-deps"]
+# GOLDEN_EMULATOR_PROFILE=release (what `make bench` uses): the functions and goldenctl are built and served
+# as Lambda runs them, optimized (`--release`, no test features: the bench measures what ships).
+RELEASE = os.environ.get("GOLDEN_EMULATOR_PROFILE") == "release"
+PROFILE_ARGS = ["--release"] if RELEASE else CARGO_FEATURES
 
 WARMUP_TIMEOUT = 20 * 60  # the first invoke may make `cargo run` compile (see warm_up)
 # The router's limit for one function invocation. A function process that died makes `cargo lambda watch`
@@ -249,6 +253,13 @@ class Router(ThreadingHTTPServer):
         self.recorder: Recorder | None = None
         self.log_lock = threading.Lock()
         self.log_file = open(log, "a", buffering=1)
+        # One JSON line per Lambda invocation (function, type, outcome, seconds as the caller saw them, and the
+        # event): what `make bench` counts and replays. Warm-up dry runs are in it too, marked "warm_up".
+        self.invocations = open(log.with_name("invocations.jsonl"), "a", buffering=1)
+
+    def record_invocation(self, entry: dict) -> None:
+        with self.log_lock:
+            self.invocations.write(json.dumps(entry) + "\n")
 
     def log(self, line: str) -> None:
         stamp = datetime.now(timezone.utc).strftime("%H:%M:%S.%f")[:-3]
@@ -333,6 +344,20 @@ class RouterHandler(BaseHTTPRequestHandler):
 
     # Lambda Invoke API: to `cargo lambda watch`
     def _invoke(self, name: str, body: bytes) -> str:
+        started = time.time()
+        note = self._invoke_watch(name, body)
+        try:
+            event = json.loads(body or b"null")
+        except ValueError:
+            event = body.decode(errors="replace")
+        self.server.record_invocation({
+            "function": name, "type": self.headers.get("X-Amz-Invocation-Type", "RequestResponse"),
+            "warm_up": "X-Emulator-Invoke-Timeout" in self.headers, "started": started,
+            "seconds": round(time.time() - started, 4), "outcome": note, "event": event,
+        })
+        return note
+
+    def _invoke_watch(self, name: str, body: bytes) -> str:
         invocation_type = self.headers.get("X-Amz-Invocation-Type", "RequestResponse")
         if invocation_type == "DryRun":
             self._send(204, b"", [])
@@ -437,8 +462,24 @@ def _tag_specs(response, resource_type: str) -> list[dict]:
             if spec.get("ResourceType") == resource_type for tag in spec.get("Tags", [])]
 
 
+# GOLDEN_EMULATOR_CREATION_CLOCK=sequential (`make bench`): images made by CreateImage and CopyImage get
+# creation times one second apart, from a day before moto started. moto 5.2 answers CreationDate in whole
+# seconds (milliseconds zeroed), so the hundreds of images a seeding makes per second would tie, and whoever
+# orders by CreationDate (aws-amicleaner) would order them at random.
+_SEQUENTIAL = os.environ.get("GOLDEN_EMULATOR_CREATION_CLOCK") == "sequential"
+_next_created = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0) - timedelta(days=1)
+
+
+def _stamp_creation(image) -> None:
+    global _next_created
+    if _SEQUENTIAL:
+        image.creation_date = _next_created
+        _next_created += timedelta(seconds=1)
+
+
 def _tag_image_and_snapshots(response, image_id: str) -> None:
     image = response.ec2_backend.amis[image_id]
+    _stamp_creation(image)
     for tag in _tag_specs(response, "image"):
         image.add_tag(tag["Key"], tag["Value"])
     for tag in _tag_specs(response, "snapshot"):  # a moto image has one snapshot, of its root device
@@ -485,6 +526,41 @@ def enable_image_deprecation(self):  # a method of moto's AmisResponse
     return ActionResult({"Return": True})
 
 
+def _page(self, items: list, key: str):
+    """One page of a Describe* answer as EC2 pages it: MaxResults items from NextToken on, and a NextToken while
+    more remain (moto 5.2 answers DescribeImages and DescribeSnapshots in one piece whatever MaxResults says,
+    which would hide how a caller's calls grow with the estate)."""
+    from moto.core.responses import ActionResult
+
+    max_results = self._get_param("MaxResults")
+    if not max_results:
+        return ActionResult({key: items})
+    start = int(self._get_param("NextToken") or 0)
+    end = start + int(max_results)
+    result = {key: items[start:end]}
+    if end < len(items):
+        result["NextToken"] = str(end)
+    return ActionResult(result)
+
+
+def describe_images(self):  # a method of moto's AmisResponse
+    """EC2 DescribeImages, paged by MaxResults and NextToken (see _page)."""
+    self.error_on_dryrun()
+    images = self.ec2_backend.describe_images(
+        ami_ids=self._get_param("ImageIds", []), filters=self._filters_from_querystring(),
+        exec_users=self._get_param("ExecutableUsers", []), owners=self._get_param("Owners", []),
+    )
+    return _page(self, images, "Images")
+
+
+def describe_snapshots(self):  # a method of moto's ElasticBlockStore response
+    """EC2 DescribeSnapshots, paged by MaxResults and NextToken (see _page)."""
+    snapshots = self.ec2_backend.describe_snapshots(
+        snapshot_ids=self._get_param("SnapshotIds", []), filters=self._filters_from_querystring(),
+    )
+    return _page(self, snapshots, "Snapshots")
+
+
 def get_bucket_versioning(self):  # a method of moto's S3Response
     """S3 GetBucketVersioning answered with the document S3 sends, rooted at VersioningConfiguration: moto 5.2.5
     roots it at GetBucketVersioningResponse, which boto3 tolerates and the Rust SDK rejects as invalid XML
@@ -519,6 +595,7 @@ _moto_send_command = None
 def moto_server(argv: list[str]) -> int:
     """`moto_server` with the shims above patched in (this is what the emulator starts)."""
     from moto.ec2.responses.amis import AmisResponse
+    from moto.ec2.responses.elastic_block_store import ElasticBlockStore
     from moto.s3.responses import S3Response
     from moto.server import main as moto_main
     from moto.ssm.responses import SimpleSystemManagerResponse
@@ -530,6 +607,8 @@ def moto_server(argv: list[str]) -> int:
     AmisResponse.create_image = create_image
     AmisResponse.copy_image = copy_image
     AmisResponse.enable_image_deprecation = enable_image_deprecation
+    AmisResponse.describe_images = describe_images
+    ElasticBlockStore.describe_snapshots = describe_snapshots
     S3Response.get_bucket_versioning = get_bucket_versioning
     moto_main(argv)
     return 0
@@ -582,7 +661,7 @@ class Emulator:
             raise SetupError(f"bake.asl.json needs functions that are not binaries under functions/: {missing}")
 
         log = self.dir / "build.log"
-        argv = ["cargo", "build", "--workspace", "--bins", *CARGO_FEATURES]
+        argv = ["cargo", "build", "--workspace", "--bins", *PROFILE_ARGS]
         say(f"building the Lambda binaries: {' '.join(argv)} (log: {self.rel(log)})")
         started = time.monotonic()
         with open(log, "wb") as out:
@@ -665,7 +744,7 @@ class Emulator:
             # invoke and keeps it running; the functions inherit watch's environment, and --env-file adds
             # the same variables explicitly. --ignore-changes: an edit must not restart functions mid-test.
             argv = ["cargo", "lambda", "watch", "--ignore-changes", "--invoke-address", "127.0.0.1",
-                    "--invoke-port", str(port), "--env-file", str(self.dir / "functions.env"), *CARGO_FEATURES]
+                    "--invoke-port", str(port), "--env-file", str(self.dir / "functions.env"), *PROFILE_ARGS]
             child = Child("watch", argv, dict(self.base_env, **fenv), self.dir / "watch.log")
             self.children.append(child)
             deadline = time.monotonic() + 60

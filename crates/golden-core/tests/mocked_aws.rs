@@ -1293,3 +1293,36 @@ async fn a_failed_bakes_image_is_discarded_with_every_one_of_its_snapshots() {
     assert_eq!(report.deleted_snapshots.len(), 3, "{report:?}");
     assert!(report.failures.is_empty(), "{:?}", report.failures);
 }
+
+#[tokio::test]
+async fn account_wide_image_listing_is_paged_by_a_thousand_and_follows_every_page() {
+    // GIVEN an account whose images fill two pages of DescribeImages
+    let image = |id: &str| Ec2Image::builder().image_id(id).build();
+    let first = mock!(aws_sdk_ec2::Client::describe_images)
+        .match_requests(|r| r.max_results() == Some(1000) && r.next_token().is_none())
+        .then_output(move || {
+            DescribeImagesOutput::builder()
+                .images(image("ami-0aaa0001"))
+                .next_token("page-2")
+                .build()
+        });
+    let image = |id: &str| Ec2Image::builder().image_id(id).build();
+    let second = mock!(aws_sdk_ec2::Client::describe_images)
+        .match_requests(|r| r.max_results() == Some(1000) && r.next_token() == Some("page-2"))
+        .then_output(move || {
+            DescribeImagesOutput::builder()
+                .images(image("ami-0aaa0002"))
+                .build()
+        });
+    let services = services(ec2(&[&first, &second]), ssm(&[]), s3(&[]));
+    // WHEN prune's listing of every owned image runs
+    let images = services
+        .ec2
+        .find_images("us-east-1", None, &[])
+        .await
+        .expect("both pages");
+    // THEN it asked for pages of 1000 (an unpaged listing of a large account can time out) and read both
+    let ids: Vec<_> = images.iter().map(|i| i.image_id.as_str()).collect();
+    assert_eq!(ids, ["ami-0aaa0001", "ami-0aaa0002"]);
+    assert_eq!((first.num_calls(), second.num_calls()), (1, 1));
+}

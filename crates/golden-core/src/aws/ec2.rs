@@ -35,6 +35,10 @@ impl AwsEc2 {
 }
 
 const LIVE_STATES: [&str; 5] = ["pending", "running", "stopping", "stopped", "shutting-down"];
+/// The page size of the account-wide listings (DescribeImages, DescribeSnapshots, DescribeInstances by
+/// filter): EC2's largest. Unpaged, these answer an account's whole estate in one response, which EC2 may
+/// time out on; paged, calls grow by one per thousand (BENCHMARKS.md, retention at scale).
+const PAGE: i32 = 1000;
 
 fn tag_filters(tags: &[(&str, &str)]) -> Vec<Filter> {
     tags.iter()
@@ -256,6 +260,8 @@ impl Ec2 for AwsEc2 {
             .describe_instances()
             .set_instance_ids(Some(query.instance_ids.clone()).filter(|ids| !ids.is_empty()))
             .set_filters(Some(filters))
+            // EC2 refuses MaxResults beside InstanceIds.
+            .set_max_results(query.instance_ids.is_empty().then_some(PAGE))
             .into_paginator()
             .send();
         let mut found = Vec::new();
@@ -340,6 +346,7 @@ impl Ec2 for AwsEc2 {
             .describe_snapshots()
             .owner_ids("self")
             .set_filters(Some(tag_filters(tags)))
+            .max_results(PAGE)
             .into_paginator()
             .items()
             .send();
@@ -474,6 +481,7 @@ impl Ec2 for AwsEc2 {
             .describe_images()
             .owners("self")
             .set_filters(Some(filters))
+            .max_results(PAGE)
             .into_paginator()
             .items()
             .send();
