@@ -1,0 +1,296 @@
+#!/usr/bin/env python3
+"""BENCHMARKS.md from the figures `scripts/bench.py` wrote to target/bench/*.json (`scripts/bench.py report`).
+
+Every number in BENCHMARKS.md comes from those files; the prose around them is here. A section whose figures
+are missing says so and names the command that makes them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / "target" / "bench"
+DOC = REPO / "BENCHMARKS.md"
+
+INIT_TARGET_MS = 8.0
+INIT_RATIO_TARGET = 50.0
+RSS_TARGET_MB = 16.0
+ZIP_TARGET_MB = 5.0
+
+# What each AWS call of one bake is for (stage:service:operation), and how many a bake needs at the least.
+# The report flags any call seen that is not listed here.
+BAKE_CALLS = {
+    "ec2:RunInstances": (1, "LaunchBuilder: the builder"),
+    "ec2:DescribeInstances": (1, "CheckBuilder: is the builder running (1). Above it: LaunchBuilder 1 (a builder an "
+                              "earlier attempt of this execution launched is reused, never a second one); "
+                              "TerminateBuilder 1 per region of GOLDEN_REGIONS (builders tagged with this execution "
+                              "anywhere a partial failure may have left one) and 1 for the builder's own state"),
+    "ec2:DescribeInstanceStatus": (1, "are the builder's status checks ok"),
+    "ssm:DescribeInstanceInformation": (1, "CheckBuilder: is the SSM agent online"),
+    "ssm:SendCommand": (2, "RunCommand: provision, then sanitize"),
+    "ssm:ListCommands": (0, "RunCommand: was this command already sent by an earlier attempt (a retried stage must "
+                         "not provision twice)"),
+    "ssm:GetCommandInvocation": (2, "CommandStatus: each command's outcome (one poll each here)"),
+    "ec2:StopInstances": (0, "stop before imaging (Windows stops itself)"),
+    "ec2:CreateImage": (1, "CreateImage: the golden image"),
+    "ec2:DescribeImages": (3, "ImageStatus: the image and each copy available (one poll each here). Above it: "
+                           "LaunchBuilder 1 (the base AMI exists and is available); CreateImage 1 and CopyImage 1 "
+                           "per copy (an image of this name an earlier attempt made is reused, never a second); "
+                           "CopyImage 1 per copy (the source image is available)"),
+    "ec2:CopyImage": (2, "CopyImage: one copy per copy region"),
+    "ec2:CreateTags": (0, "tags that CreateImage/CopyImage cannot set at creation"),
+    "ec2:EnableImageDeprecation": (0, "deprecation time on the image and each copy"),
+    "ec2:TerminateInstances": (1, "TerminateBuilder: the builder"),
+    "s3:GetObject": (2, "LaunchBuilder: the recipe; Publish: the manifest. Above it: Publish 1 (re-reads the manifest "
+                     "it wrote, so the SSM parameters come from the latest manifest, not a superseded one); "
+                     "TerminateBuilder 1 (reads the lock, to delete only the copy it read)"),
+    "s3:PutObject": (2, "LaunchBuilder: take the type's lock (If-None-Match); Publish: write the manifest"),
+    "s3:DeleteObject": (1, "TerminateBuilder: release the lock"),
+    "s3:ListObjectsV2": (0, "lists keys (a missing key reads as 404, not 403)"),
+    "ssm:GetParameter": (1, "LaunchBuilder: resolve the base AMI parameter"),
+    "ssm:PutParameter": (3, "Publish: the current image id, one parameter per region"),
+    "ssm:GetParametersByPath": (0, "find parameters to rewrite"),
+}
+
+
+def load(name: str) -> dict | None:
+    path = OUT / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def mb(n: float) -> str:
+    return f"{n / 1024 / 1024:.2f}"
+
+
+def missing(what: str, cmd: str) -> str:
+    return f"_Not measured in this run: `{cmd}` makes {what}._\n"
+
+
+def section_machine(m: dict | None) -> str:
+    if not m:
+        return missing("the machine description", "make bench")
+    rows = [("date", m["date"]), ("commit", m["commit"]), ("CPU", m["cpu"]), ("memory", f"{m['memory_gib']} GiB"),
+            ("kernel", m["kernel"]), ("rustc", m["rustc"]), ("Python", m["python"]), ("moto", m["moto"]),
+            ("boto3", m["boto3"]), ("cargo-lambda", m["cargo_lambda"]), ("peer", m["amicleaner"])]
+    return "| | |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
+
+
+def section_coldstart(c: dict | None) -> str:
+    if not c:
+        return missing("these figures", "BENCH_ONLY=bake make bench")
+    f = c["functions"]
+    py = f.get("python-boto3")
+    lines = ["| function | init median ms (p10-p90) | x faster than Python | peak RSS at init MiB | "
+             "first invocation ms | its outcome | peak RSS after it MiB |",
+             "|---|---:|---:|---:|---:|---|---:|"]
+    worst_init, worst_ratio, worst_rss = 0.0, float("inf"), 0.0
+    for name, r in sorted(f.items(), key=lambda kv: ("first_invoke_ms" not in kv[1], kv[0] == "python-boto3", kv[0])):
+        ours = name != "python-boto3" and "first_invoke_ms" in r
+        ratio = py["init_ms_median"] / r["init_ms_median"] if py and name != "python-boto3" else None
+        if ours:
+            rss = max(r["init_peak_rss_kb_max"], r["peak_rss_kb_after_first_invoke"]) / 1024
+            worst_init = max(worst_init, r["init_ms_median"])
+            worst_ratio = min(worst_ratio, ratio or worst_ratio)
+            worst_rss = max(worst_rss, rss)
+        invoked = (f"{r['first_invoke_ms']:.1f} | {r['first_invoke_outcome']} | "
+                   f"{r['peak_rss_kb_after_first_invoke'] / 1024:.1f}") if "first_invoke_ms" in r else "- | - | -"
+        lines.append(
+            f"| {name} | {r['init_ms_median']:.1f} ({r['init_ms_p10']:.1f}-{r['init_ms_p90']:.1f}) | "
+            f"{f'{ratio:.0f}x' if ratio else '-'} | {r['init_peak_rss_kb_max'] / 1024:.1f} | {invoked} |")
+    verdicts = [
+        verdict("median init under 8 ms (slowest function)", worst_init, INIT_TARGET_MS, "ms", lower=True),
+        verdict("at least 50x faster than the Python peer (least ratio)", worst_ratio, INIT_RATIO_TARGET, "x",
+                lower=False),
+        verdict("peak RSS at most 16 MiB (largest, init or first invocation)", worst_rss, RSS_TARGET_MB, "MiB",
+                lower=True),
+    ]
+    events = sorted({(n, r["first_invoke_event"]) for n, r in f.items() if "first_invoke_event" in r})
+    return ("\n".join(lines) + "\n\n" + "".join(f"- {v}\n" for v in verdicts) +
+            f"\n{c['runs']} init runs of each, interleaved function by function with the Python peer. "
+            "First invocation events: " + "; ".join(f"{n}: {e}" for n, e in events) + ".\n")
+
+
+def verdict(what: str, value: float, target: float, unit: str, lower: bool) -> str:
+    met = value <= target if lower else value >= target
+    if met:
+        return f"**met**: {what}: {value:.2f} {unit} (target {target:g} {unit})"
+    gap = value - target if lower else target - value
+    return f"**missed**: {what}: {value:.2f} {unit}, {gap:.2f} {unit} past the target of {target:g} {unit}"
+
+
+def section_package(p: dict | None) -> str:
+    if not p:
+        return missing("the zips", "make package (or BENCH_ONLY=package make bench)")
+    lines = ["| function | zip MiB | bootstrap MiB |", "|---|---:|---:|"]
+    for name, r in sorted(p["functions"].items()):
+        lines.append(f"| {name} | {mb(r['zip_bytes'])} | {mb(r['bootstrap_bytes'])} |")
+    largest = max(r["zip_bytes"] for r in p["functions"].values()) / 1024 / 1024
+    return ("\n".join(lines) + "\n\n- " + verdict("each zip at most 5 MiB (largest)", largest, ZIP_TARGET_MB, "MiB",
+                                                 lower=True) +
+            f"\n\n`make package` built all {len(p['functions'])} in one cargo run: {p['seconds'] / 60:.0f} min.\n")
+
+
+def section_bake(b: dict | None, idle: dict | None) -> str:
+    if not b:
+        return missing("these figures", "BENCH_ONLY=bake make bench")
+    lines = [f"Execution `{b['execution']}`: {b['status']} in {b['wall_seconds']:.0f} s of wall time "
+             f"(the emulator polls every second), version {b['version']}, images "
+             + ", ".join(f"{r} {i}" for r, i in sorted(b["images"].items())) + ".", "",
+             "| | count |", "|---|---:|",
+             f"| Lambda invocations | {b['invocations']} |",
+             f"| state transitions (states entered) | {b['state_transitions']} |",
+             f"| summed handler time, as the router saw it | {b['handler_seconds']:.2f} s |",
+             f"| AWS API calls by the functions | {b['aws_calls']} |", "",
+             "Invocations per function: " + ", ".join(
+                 f"{n} {r['invocations']} ({r['seconds']:.2f} s)" for n, r in sorted(b["per_function"].items())) + ".",
+             "", "States entered: " + ", ".join(f"{n} {c}" for n, c in b["states_entered"].items()) + ".", "",
+             "| call | seen | a bake needs at least | what it is for |", "|---|---:|---:|---|"]
+    unexplained = []
+    minimum = 0
+    for op, count in b["calls_by_operation"].items():
+        need, why = BAKE_CALLS.get(op, (None, None))
+        if need is None:
+            unexplained.append(op)
+            lines.append(f"| {op} | {count} | ? | **not explained** |")
+        else:
+            minimum += need
+            lines.append(f"| {op} | {count} | {need} | {why} |")
+    lines.append(f"| **all** | **{b['aws_calls']}** | **{minimum}** | |")
+    lines.append("")
+    lines.append("Calls by stage: " + "; ".join(
+        f"{stage}: " + ", ".join(f"{op} {n}" for op, n in ops.items()) for stage, ops in b["calls_by_stage"].items()) + ".")
+    if unexplained:
+        lines.append(f"\n**Calls not explained above**: {', '.join(unexplained)}.")
+    lines.append("")
+    lines.append(cost(b, idle))
+    return "\n".join(lines) + "\n"
+
+
+def cost(b: dict, idle: dict | None) -> str:
+    import bench
+
+    p = bench.PRICES
+    gb = bench.MEMORY_MB / 1024
+    s3_put = sum(n for op, n in b["calls_by_operation"].items()
+                 if op in ("s3:PutObject", "s3:ListObjectsV2", "s3:CopyObject"))
+    s3_get = sum(n for op, n in b["calls_by_operation"].items()
+                 if op.startswith("s3:") and op not in ("s3:PutObject", "s3:ListObjectsV2", "s3:CopyObject",
+                                                         "s3:DeleteObject"))
+    parts = {
+        "Step Functions transitions": b["state_transitions"] * p["sfn_transition"],
+        "Lambda requests": b["invocations"] * p["lambda_request"],
+        "Lambda GB-seconds": b["billed_ms"] / 1000 * gb * p["lambda_gb_second_arm64"],
+        "S3 PUT/LIST": s3_put * p["s3_put"],
+        "S3 GET": s3_get * p["s3_get"],
+    }
+    total = sum(parts.values())
+    out = [f"**Orchestration cost of one bake** at {bench.PRICES_AS_OF} (the builder's EC2 time and the "
+           "images' EBS storage are not orchestration and not counted; EC2 and standard SSM API calls are free; "
+           f"Lambda billed at {bench.MEMORY_MB} MB, each invocation's router-measured time rounded up to 1 ms; "
+           "free tiers ignored):", "", "| part | USD |", "|---|---:|"]
+    out += [f"| {k} | {v:.6f} |" for k, v in parts.items()]
+    out += [f"| **one bake** | **{total:.6f}** |", f"| 3 types baked nightly, 30 days | {total * 90:.4f} |", ""]
+    if idle:
+        # Schedules of infra/template.yaml: prune daily, reap every 15 minutes, enforce hourly.
+        per_day = {"prune": 1, "reap-builders": 96, "enforce-freshness": 24}
+        monthly = 0.0
+        rows = []
+        for fn, n in per_day.items():
+            r = idle[fn]
+            calls = r["calls_by_operation"]
+            gets = sum(c for op, c in calls.items() if op.startswith("s3:") and op != "s3:PutObject")
+            puts = calls.get("s3:PutObject", 0) + calls.get("s3:ListObjectsV2", 0)
+            one = (p["lambda_request"] + max(1, round(r["seconds"] * 1000)) / 1000 * gb * p["lambda_gb_second_arm64"]
+                   + gets * p["s3_get"] + puts * p["s3_put"])
+            monthly += one * n * 30
+            rows.append(f"| {fn} | {n} | {r['seconds'] * 1000:.0f} ms | {r['aws_calls']} "
+                        f"({', '.join(f'{k} {v}' for k, v in calls.items())}) | {one * n * 30:.4f} |")
+        out += ["**Standing cost of an idle deployment** (the three scheduled sweeps on an estate with nothing to "
+                "do, measured on the emulator: `BENCH_ONLY=idle make bench`; EventBridge scheduled rules and "
+                "schedules themselves are not billed per schedule here at these volumes):", "",
+                "| sweep | runs a day | one run | its AWS calls | USD / 30 days |", "|---|---:|---:|---|---:|",
+                *rows, f"| **idle deployment** | | | | **{monthly:.4f}** |", ""]
+    return "\n".join(out)
+
+
+def section_retention() -> str:
+    import bench
+
+    runs = [load(f"retention-{n}") for n in bench.RETENTION_SIZES]
+    runs = [r for r in runs if r]
+    if not runs:
+        return missing("these figures", "BENCH_ONLY=retention make bench")
+    out = ["| images | prune: plan s | calls | deletes | protected it would delete | "
+           "amicleaner: s | calls | deletes | protected it would delete |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in runs:
+        p, a = r["prune"], r["amicleaner"]
+        out.append(f"| {r['images']} | {p['seconds']:.2f} | {p['aws_calls']} | {p['deletes']} | "
+                   f"{len(p['deletes_protected'])} | {a['seconds']:.2f} | {a['aws_calls']} | {a['deletes']} | "
+                   f"{len(a['deletes_protected'])} |")
+    out.append("")
+    for r in runs:
+        p, a = r["prune"], r["amicleaner"]
+        out.append(f"- **{r['images']} images**: prune's calls: " + ", ".join(f"{k} {v}" for k, v in p["calls_by_operation"].items())
+                   + "; amicleaner's: " + ", ".join(f"{k} {v}" for k, v in a["calls_by_operation"].items()) + ".")
+        out.append("  Prune's decisions by first reason: " + ", ".join(
+            f"{k} {v}" for k, v in p["decisions_by_first_reason"].items()) + ".")
+        out.append(f"  The revoked newest version of bench-00: prune deletes {p['revoked_deleted']} of its 2 images, "
+                   f"amicleaner {a['revoked_deleted']}.")
+        if a["deletes_protected"]:
+            shown = a["deletes_protected"][:6]
+            out.append(f"  amicleaner would delete {len(a['deletes_protected'])} protected images, e.g. "
+                       + "; ".join(shown) + ".")
+        if p["deletes_protected"]:
+            out.append(f"  **prune would delete {len(p['deletes_protected'])} protected images**: "
+                       + "; ".join(p["deletes_protected"][:6]) + ".")
+    if len(runs) >= 2:
+        first, last = runs[0], runs[-1]
+        scale = last["images"] / first["images"]
+        out.append("")
+        out.append(f"Growth from {first['images']} to {last['images']} images ({scale:.0f}x): prune's calls "
+                   f"x{last['prune']['aws_calls'] / first['prune']['aws_calls']:.2f}, its plan time "
+                   f"x{last['prune']['seconds'] / first['prune']['seconds']:.2f}; amicleaner's calls "
+                   f"x{last['amicleaner']['aws_calls'] / max(1, first['amicleaner']['aws_calls']):.2f}, its time "
+                   f"x{last['amicleaner']['seconds'] / first['amicleaner']['seconds']:.2f}.")
+    return "\n".join(out) + "\n"
+
+
+def section_enforce() -> str:
+    import bench
+
+    runs = [r for r in (load(f"enforce-{n}") for n in bench.ENFORCE_SIZES) if r]
+    if not runs:
+        return missing("these figures", "BENCH_ONLY=enforce make bench")
+    out = ["| instances | sweep s | decisions | decisions/s | would act on | AWS calls | calls by operation | "
+           "manifest bytes |", "|---:|---:|---:|---:|---:|---:|---|---:|"]
+    for r in runs:
+        out.append(f"| {r['instances']} | {r['seconds']:.2f} | {r['decisions']} | {r['decisions_per_second']:.0f} | "
+                   f"{r['would_act']} | {r['aws_calls']} | "
+                   + ", ".join(f"{k} {v}" for k, v in r["calls_by_operation"].items()) + f" | {r['manifest_bytes']} |")
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    template = (REPO / "docs" / "benchmarks.template.md").read_text()
+    parts = {
+        "machine": section_machine(load("machine")),
+        "coldstart": section_coldstart(load("coldstart")),
+        "package": section_package(load("package")),
+        "bake": section_bake(load("bake"), load("idle")),
+        "retention": section_retention(),
+        "enforce": section_enforce(),
+    }
+    text = template
+    for key, value in parts.items():
+        text = text.replace("{{" + key + "}}", value.rstrip() + "\n")
+    DOC.write_text(text)
+    print(f"bench: wrote {DOC.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()
