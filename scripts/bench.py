@@ -644,7 +644,8 @@ def section_enforce(n: int) -> None:
         for ty in TYPES:
             # Most of a fleet on current, the rest on the two older versions (stale).
             for k, version in enumerate(estate["versions"]):
-                count = per_group // 2 if k == len(estate["versions"]) - 1 else per_group // 4
+                older = len(estate["versions"]) - 1
+                count = per_group - older * (per_group // 4) if k == older else per_group // 4
                 image = estate["images"][(ty, version)][region]
                 for start in range(0, count, 10):
                     ec2.run_instances(ImageId=image, MinCount=min(10, count - start), MaxCount=min(10, count - start),
@@ -658,6 +659,7 @@ def section_enforce(n: int) -> None:
     if error:
         raise RuntimeError(f"enforce failed: {report}")
     verdicts = Counter(json.dumps(d["verdict"], sort_keys=True)[:60] for d in report["decisions"])
+    assert len(report["decisions"]) == n, f"{len(report['decisions'])} decisions for {n} instances"
     write(f"enforce-{n}", {
         "instances": n, "seconds": seconds, "decisions": len(report["decisions"]),
         "decisions_per_second": len(report["decisions"]) / seconds,
@@ -672,7 +674,9 @@ def section_enforce(n: int) -> None:
 # orchestration
 
 def emulated(section: str, *args: str, extra_env: dict | None = None) -> None:
+    # The router gives up on an invocation after GOLDEN_EMULATOR_INVOKE_TIMEOUT: moto takes minutes to plan 5,000 images.
     env = dict(os.environ, GOLDEN_EMULATOR_PROFILE="release", GOLDEN_EMULATOR_CREATION_CLOCK="sequential",
+               GOLDEN_EMULATOR_INVOKE_TIMEOUT="1800",
                **(extra_env or {}))
     cmd = [str(REPO / "scripts" / "emulator"), "run", "--", str(VENV_PY), str(Path(__file__)), "section",
            section, *args]

@@ -123,13 +123,19 @@ def verdict(what: str, value: float, target: float, unit: str, lower: bool) -> s
 def section_package(p: dict | None) -> str:
     if not p:
         return missing("the zips", "make package (or BENCH_ONLY=package make bench)")
-    lines = ["| function | zip MiB | bootstrap MiB |", "|---|---:|---:|"]
+    lines = ["| function | zip bytes | zip MB (10^6) | zip MiB | bootstrap MiB |", "|---|---:|---:|---:|---:|"]
     for name, r in sorted(p["functions"].items()):
-        lines.append(f"| {name} | {mb(r['zip_bytes'])} | {mb(r['bootstrap_bytes'])} |")
-    largest = max(r["zip_bytes"] for r in p["functions"].values()) / 1024 / 1024
-    return ("\n".join(lines) + "\n\n- " + verdict("each zip at most 5 MiB (largest)", largest, ZIP_TARGET_MB, "MiB",
-                                                 lower=True) +
-            f"\n\n`make package` built all {len(p['functions'])} in one cargo run: {p['seconds'] / 60:.0f} min.\n")
+        z = r["zip_bytes"]
+        lines.append(f"| {name} | {z} | {z / 1e6:.2f} | {z / 1048576:.2f} | {r['bootstrap_bytes'] / 1048576:.2f} |")
+    largest = max(r["zip_bytes"] for r in p["functions"].values())
+    over = sorted(n for n, r in p["functions"].items() if r["zip_bytes"] > 5_000_000)
+    return ("\n".join(lines) + "\n\n- " +
+            verdict("each zip at most 5 MiB (largest)", largest / 1048576, ZIP_TARGET_MB, "MiB", lower=True) +
+            "\n- " + verdict("each zip at most 5 MB of 10^6 bytes (largest)", largest / 1e6, ZIP_TARGET_MB, "MB",
+                             lower=True) +
+            (f" ({len(over)} of {len(p['functions'])} over: {', '.join(over)})" if over else "") +
+            f"\n\n`make package` built all {len(p['functions'])} in one cargo run: {p['seconds'] / 60:.0f} min "
+            "(a fresh arm64 build of the SDK; `aws-sdk-ec2` alone is most of it).\n")
 
 
 def section_bake(b: dict | None, idle: dict | None) -> str:
