@@ -314,7 +314,7 @@ impl Emulator {
     ) -> golden_core::bake::Services {
         let config = config_with(overrides);
         // Without the environment's service config: its AWS_ENDPOINT_URL (moto) would win over this one.
-        let sdk = golden_core::aws::load_function_config(stage)
+        let sdk = golden_core::aws::load_function_config(stage, Default::default())
             .await
             .into_builder()
             .service_config(NoServiceConfig)

@@ -1,5 +1,6 @@
 //! Configuration read once from the environment at cold start (DESIGN.md "Configuration").
 
+use crate::aws::TrustRoots;
 use crate::error::Error;
 use crate::tags;
 
@@ -22,6 +23,10 @@ pub struct Config {
     /// `GOLDEN_MIN_POLL_SECONDS` (15): the smallest `pollSeconds` a bake may ask for. A 2-hour bake polled
     /// every second would overrun Step Functions' 25,000-event execution history; the emulator sets 1.
     pub min_poll_seconds: u32,
+    /// `GOLDEN_TLS_ROOTS` (`amazon`): the CAs the functions trust for AWS's endpoints: `amazon`, the roots of
+    /// Amazon Trust Services compiled into the binary, or `native`, the system's store (a proxy that re-signs
+    /// TLS with its own CA). The CLI always uses the system's store.
+    pub tls_roots: TrustRoots,
     /// The lifecycle functions' knobs (prune, reap-builders, enforce-freshness). An invalid one holds its
     /// default here and is listed in `invalid`: only a function that uses it fails ([`Config::check`]), so a
     /// bad lifecycle setting cannot stop the bake stages from starting.
@@ -243,6 +248,13 @@ impl Config {
                 |v| (1..=3600).contains(v),
                 "seconds, 1 to 3600",
             )?,
+            tls_roots: parse_setting(
+                &get,
+                "GOLDEN_TLS_ROOTS",
+                TrustRoots::default(),
+                |_| true,
+                "amazon (the roots of Amazon Trust Services, compiled in) or native (the system's store)",
+            )?,
             lifecycle,
             invalid,
         })
@@ -290,6 +302,28 @@ mod tests {
     fn missing_bucket_is_a_clear_error() {
         let err = Config::from_lookup(env(&[])).unwrap_err().to_string();
         assert!(err.contains("GOLDEN_BUCKET is not set"), "{err}");
+    }
+
+    #[test]
+    fn tls_roots_default_to_amazons_and_a_misspelling_fails_naming_the_setting() {
+        let c = Config::from_lookup(env(&[("GOLDEN_BUCKET", "b-1")])).unwrap();
+        assert_eq!(c.tls_roots, TrustRoots::Amazon);
+        let c = Config::from_lookup(env(&[
+            ("GOLDEN_BUCKET", "b-1"),
+            ("GOLDEN_TLS_ROOTS", "native"),
+        ]))
+        .unwrap();
+        assert_eq!(c.tls_roots, TrustRoots::Native);
+        let err = Config::from_lookup(env(&[
+            ("GOLDEN_BUCKET", "b-1"),
+            ("GOLDEN_TLS_ROOTS", "system"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("GOLDEN_TLS_ROOTS=\"system\" is invalid"),
+            "{err}"
+        );
     }
 
     #[test]

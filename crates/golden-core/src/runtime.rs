@@ -1,4 +1,7 @@
 //! What every Lambda's `main` wires: JSON tracing, the config, the SDK clients and the runtime loop.
+//!
+//! Each `main` runs it on tokio's current-thread runtime: Lambda hands a process one event at a time, so
+//! worker threads would only add memory (the handlers make their AWS calls one after another).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,7 +30,10 @@ pub fn init_tracing() {
 
 /// The handlers' services on the real SDK clients, from one `aws-config` load for `stage`.
 pub async fn services(stage: &str, config: Config) -> Services {
-    services_from(aws::load_function_config(stage).await, config)
+    services_from(
+        aws::load_function_config(stage, config.tls_roots).await,
+        config,
+    )
 }
 
 /// The handlers' services on SDK clients of `sdk`.

@@ -2,7 +2,7 @@
 
 use golden_core::bake::ready;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     golden_core::runtime::serve("CheckBuilder", |services, input| async move {
         ready::handle(&services, input).await

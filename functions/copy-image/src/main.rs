@@ -2,7 +2,7 @@
 
 use golden_core::bake::copy;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     golden_core::runtime::serve("CopyImage", |services, input| async move {
         copy::handle(&services, input).await

@@ -2,7 +2,7 @@
 
 use golden_core::bake::image;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     golden_core::runtime::serve("CreateImage", |services, input| async move {
         image::create(&services, input).await

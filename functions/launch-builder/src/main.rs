@@ -2,7 +2,7 @@
 
 use golden_core::bake::launch;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     golden_core::runtime::serve("LaunchBuilder", |services, input| async move {
         launch::handle(&services, input).await

@@ -3,7 +3,7 @@
 
 use golden_core::lifecycle::{prune, Trigger};
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     golden_core::runtime::serve("Prune", |services, event: serde_json::Value| async move {
         // An SQS batch of terminated-instance events is coalesced; anything else is one run.

@@ -2,7 +2,7 @@
 
 use golden_core::bake::publish;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     golden_core::runtime::serve("Publish", |services, input| async move {
         publish::handle(&services, input).await

@@ -3,7 +3,7 @@
 
 use golden_core::lifecycle::{reap, Trigger};
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     golden_core::runtime::serve(
         "ReapBuilders",

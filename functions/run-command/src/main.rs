@@ -2,7 +2,7 @@
 
 use golden_core::bake::command;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     golden_core::runtime::serve("RunCommand", |services, input| async move {
         command::run(&services, input).await

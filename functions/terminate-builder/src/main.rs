@@ -2,7 +2,7 @@
 
 use golden_core::bake::cleanup;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     golden_core::runtime::serve("TerminateBuilder", |services, input| async move {
         cleanup::handle(&services, input).await
