@@ -121,6 +121,14 @@ class Calls:
         return read_jsonl(self.path)[self.start:]
 
 
+def emulator_time(calls: list[dict]) -> dict[str, float]:
+    """Of a caller's time, what the emulator spent answering its calls (the router's records): moto's answers
+    (`moto_seconds`), and those plus the recorder's own tag lookups (`emulator_seconds`). The caller's own time
+    is the rest: its requests, their parsing and its planning."""
+    return {"moto_seconds": round(sum(c.get("motoSeconds", 0.0) for c in calls), 3),
+            "emulator_seconds": round(sum(c.get("routerSeconds", 0.0) for c in calls), 3)}
+
+
 def by_operation(calls: list[dict]) -> dict[str, int]:
     return dict(sorted(Counter(f"{c['service']}:{c['operation']}" for c in calls).items()))
 
@@ -308,11 +316,12 @@ fn main() {
 
 
 CERT_VARIANTS = {
-    "CA bundle only (SSL_CERT_DIR empty)": {"SSL_CERT_DIR": str(OUT / "empty-cert-dir")},
-    "no CA roots read (both empty)": {"SSL_CERT_DIR": str(OUT / "empty-cert-dir"),
-                                      "SSL_CERT_FILE": str(OUT / "empty.pem")},
+    # What GOLDEN_TLS_ROOTS=native costs: rustls-native-certs reads the CA bundle, then every file of the CA
+    # directory (about 140 on Debian; provided.al2023 has a bundle and a handful), at client creation.
+    "system trust store (GOLDEN_TLS_ROOTS=native)": {"GOLDEN_TLS_ROOTS": "native"},
+    "system trust store, bundle only (and SSL_CERT_DIR empty)": {"GOLDEN_TLS_ROOTS": "native",
+                                                                  "SSL_CERT_DIR": str(OUT / "empty-cert-dir")},
 }
-
 
 def null_function() -> Path:
     (OUT / "empty-cert-dir").mkdir(parents=True, exist_ok=True)
@@ -342,8 +351,7 @@ def cold_starts(bake_events: dict[str, dict], image_id: str) -> dict:
             runs[name].append(run_once(api, [str(RELEASE / name)], lambda_env(api, name), None))
         runs["python-boto3"].append(run_once(api, peer_argv, lambda_env(api, "python-boto3"), None))
         runs["floor (std-only Rust)"].append(run_once(api, [str(floor)], lambda_env(api, "floor"), None))
-        # Where the functions' init goes: rustls-native-certs reads the CA bundle and then every file of the
-        # CA directory at client creation. The same binary, told to read less (SSL_CERT_DIR, SSL_CERT_FILE).
+        # The same binary trusting the system's store instead of the compiled-in Amazon roots.
         for label, extra in CERT_VARIANTS.items():
             env = dict(lambda_env(api, "builder-ready"), **extra)
             runs[f"builder-ready, {label}"].append(run_once(api, [str(RELEASE / "builder-ready")], env, None))
@@ -570,6 +578,7 @@ def section_retention(n: int) -> None:
     reasons = Counter((d["action"], d["reasons"][0]["rule"]) for d in decisions)
     ours = {
         "seconds": seconds, "aws_calls": len(made), "calls_by_operation": by_operation(made),
+        **emulator_time(made),
         "decisions": len(decisions), "deletes": len(deletes),
         "decisions_by_first_reason": {f"{a}:{r}": c for (a, r), c in sorted(reasons.items())},
         "deletes_protected": sorted(f"{img} ({region}): {', '.join(protected[region][img])}"
@@ -598,6 +607,8 @@ def amicleaner(estate: dict, protected: dict, newest: str) -> dict:
         made = [c for c in calls.since() if c["stage"] == "amicleaner"]
         out["aws_calls"] += len(made)
         out["calls_by_operation"].update(by_operation(made))
+        for k, v in emulator_time(made).items():
+            out[k] = out.get(k, 0.0) + v
         if proc.returncode != 0:
             raise RuntimeError(f"amicleaner failed in {region}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
         ids = amicleaner_deletes(proc.stdout)
@@ -665,6 +676,7 @@ def section_enforce(n: int) -> None:
         "decisions_per_second": len(report["decisions"]) / seconds,
         "would_act": sum(1 for d in report["decisions"] if d["act"]),
         "verdicts": dict(verdicts), "aws_calls": len(made), "calls_by_operation": by_operation(made),
+        **emulator_time(made),
         "manifest_bytes": len(boto("s3").get_object(Bucket=os.environ["GOLDEN_BUCKET"],
                                                     Key="manifest.json")["Body"].read()),
     })

@@ -314,9 +314,11 @@ class RouterHandler(BaseHTTPRequestHandler):
     # everything but Lambda: verbatim to moto (a function's call recorded on the way, see iam_record.py)
     def _proxy(self, body: bytes) -> str:
         recorder = self.server.recorder
+        began = time.monotonic()
         call = recorder.begin(self.command, self.path, self.headers, body) if recorder else None
         conn = http.client.HTTPConnection("127.0.0.1", self.server.moto_port, timeout=600)
         try:
+            sent = time.monotonic()
             conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
             for key, value in self.headers.items():
                 if key.lower() not in HOP_BY_HOP:
@@ -327,6 +329,11 @@ class RouterHandler(BaseHTTPRequestHandler):
             conn.endheaders(body or None)
             resp = conn.getresponse()
             data = resp.read()
+            if call is not None:
+                # What the emulator, not the function, spent on the call: moto's answer, and that plus the
+                # recorder's own lookups (make bench subtracts these from a function's time).
+                call["motoSeconds"] = round(time.monotonic() - sent, 4)
+                call["routerSeconds"] = round(time.monotonic() - began, 4)
             head = self.command == "HEAD"
             headers = [(k, v) for k, v in resp.getheaders()
                        if k.lower() not in HOP_BY_HOP or (head and k.lower() == "content-length")]
@@ -526,39 +533,59 @@ def enable_image_deprecation(self):  # a method of moto's AmisResponse
     return ActionResult({"Return": True})
 
 
-def _page(self, items: list, key: str):
+# Listings being paged, by the id their NextToken carries: each is computed once, on its first page.
+_LISTINGS: dict[str, list] = {}
+_LISTINGS_LOCK = threading.Lock()
+_LISTINGS_KEPT = 64
+
+
+def _page(self, key: str, describe):
     """One page of a Describe* answer as EC2 pages it: MaxResults items from NextToken on, and a NextToken while
     more remain (moto 5.2 answers DescribeImages and DescribeSnapshots in one piece whatever MaxResults says,
-    which would hide how a caller's calls grow with the estate)."""
+    which would hide how a caller's calls grow with the estate). `describe()` (moto's filtering of the whole
+    estate) runs on the first page only and later pages slice what it returned, so a listing of N items in
+    N/1000 pages costs moto one pass, not N/1000, and time grows with the estate as calls do. A token whose
+    listing was dropped (more than _LISTINGS_KEPT open at once) lists again from the same offset."""
     from moto.core.responses import ActionResult
 
     max_results = self._get_param("MaxResults")
     if not max_results:
-        return ActionResult({key: items})
-    start = int(self._get_param("NextToken") or 0)
+        return ActionResult({key: describe()})
+    listing, _, offset = (self._get_param("NextToken") or "").partition(":")
+    with _LISTINGS_LOCK:
+        items = _LISTINGS.get(listing)
+    if items is None:
+        items = describe()
+        listing = os.urandom(8).hex()
+        with _LISTINGS_LOCK:
+            _LISTINGS[listing] = items
+            while len(_LISTINGS) > _LISTINGS_KEPT:
+                del _LISTINGS[next(iter(_LISTINGS))]
+    start = int(offset or 0)
     end = start + int(max_results)
     result = {key: items[start:end]}
     if end < len(items):
-        result["NextToken"] = str(end)
+        result["NextToken"] = f"{listing}:{end}"
+    else:
+        with _LISTINGS_LOCK:
+            _LISTINGS.pop(listing, None)
     return ActionResult(result)
 
 
 def describe_images(self):  # a method of moto's AmisResponse
     """EC2 DescribeImages, paged by MaxResults and NextToken (see _page)."""
     self.error_on_dryrun()
-    images = self.ec2_backend.describe_images(
+    return _page(self, "Images", lambda: self.ec2_backend.describe_images(
         ami_ids=self._get_param("ImageIds", []), filters=self._filters_from_querystring(),
         exec_users=self._get_param("ExecutableUsers", []), owners=self._get_param("Owners", []),
-    )
-    return _page(self, images, "Images")
+    ))
 
 
 def describe_snapshots(self):  # a method of moto's ElasticBlockStore response
     """EC2 DescribeSnapshots, paged by MaxResults and NextToken (see _page)."""
-    snapshots = self.ec2_backend.describe_snapshots(
+    return _page(self, "Snapshots", lambda: self.ec2_backend.describe_snapshots(
         snapshot_ids=self._get_param("SnapshotIds", []), filters=self._filters_from_querystring(),
-    )
-    return _page(self, snapshots, "Snapshots")
+    ))
 
 
 def get_bucket_versioning(self):  # a method of moto's S3Response
