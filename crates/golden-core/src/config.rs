@@ -23,9 +23,8 @@ pub struct Config {
     /// `GOLDEN_MIN_POLL_SECONDS` (15): the smallest `pollSeconds` a bake may ask for. A 2-hour bake polled
     /// every second would overrun Step Functions' 25,000-event execution history; the emulator sets 1.
     pub min_poll_seconds: u32,
-    /// `GOLDEN_TLS_ROOTS` (`amazon`): the CAs the functions trust for AWS's endpoints: `amazon`, the roots of
-    /// Amazon Trust Services compiled into the binary, or `native`, the system's store (a proxy that re-signs
-    /// TLS with its own CA). The CLI always uses the system's store.
+    /// `GOLDEN_TLS_ROOTS` (`auto`): the CAs the functions trust for AWS's endpoints (see [`tls_roots`]). The
+    /// CLI always uses the system's store.
     pub tls_roots: TrustRoots,
     /// The lifecycle functions' knobs (prune, reap-builders, enforce-freshness). An invalid one holds its
     /// default here and is listed in `invalid`: only a function that uses it fails ([`Config::check`]), so a
@@ -89,6 +88,28 @@ fn parse_setting<T: std::str::FromStr>(
                 "{name}={raw:?} is invalid: expected {expected}"
             ))),
         },
+    }
+}
+
+/// `GOLDEN_TLS_ROOTS`: `amazon` (the roots of Amazon Trust Services, compiled in), `native` (the system's
+/// store), or `auto`, the default: the system's store where it was configured (`SSL_CERT_FILE` or
+/// `SSL_CERT_DIR` set: somebody means it) or in a China region (whose endpoints are not known to chain to
+/// Amazon Trust Services), else Amazon's roots.
+fn tls_roots(get: &impl Fn(&str) -> Option<String>) -> Result<TrustRoots, Error> {
+    let set = |name: &str| get(name).is_some_and(|v| !v.trim().is_empty());
+    let raw = get("GOLDEN_TLS_ROOTS").map(|v| v.trim().to_owned());
+    match raw.as_deref().filter(|v| !v.is_empty()).unwrap_or("auto") {
+        "amazon" => Ok(TrustRoots::Amazon),
+        "native" => Ok(TrustRoots::Native),
+        "auto" if set("SSL_CERT_FILE") || set("SSL_CERT_DIR") => Ok(TrustRoots::Native),
+        "auto" if get("AWS_REGION").is_some_and(|r| r.trim().starts_with("cn-")) => {
+            Ok(TrustRoots::Native)
+        }
+        "auto" => Ok(TrustRoots::Amazon),
+        other => Err(Error::Config(format!(
+            "GOLDEN_TLS_ROOTS={other:?} is invalid: expected auto, amazon (the roots of Amazon Trust \
+             Services, compiled in) or native (the system's store)"
+        ))),
     }
 }
 
@@ -248,13 +269,7 @@ impl Config {
                 |v| (1..=3600).contains(v),
                 "seconds, 1 to 3600",
             )?,
-            tls_roots: parse_setting(
-                &get,
-                "GOLDEN_TLS_ROOTS",
-                TrustRoots::default(),
-                |_| true,
-                "amazon (the roots of Amazon Trust Services, compiled in) or native (the system's store)",
-            )?,
+            tls_roots: tls_roots(&get)?,
             lifecycle,
             invalid,
         })
@@ -305,23 +320,44 @@ mod tests {
     }
 
     #[test]
-    fn tls_roots_default_to_amazons_and_a_misspelling_fails_naming_the_setting() {
-        let c = Config::from_lookup(env(&[("GOLDEN_BUCKET", "b-1")])).unwrap();
-        assert_eq!(c.tls_roots, TrustRoots::Amazon);
-        let c = Config::from_lookup(env(&[
-            ("GOLDEN_BUCKET", "b-1"),
-            ("GOLDEN_TLS_ROOTS", "native"),
-        ]))
-        .unwrap();
-        assert_eq!(c.tls_roots, TrustRoots::Native);
-        let err = Config::from_lookup(env(&[
-            ("GOLDEN_BUCKET", "b-1"),
-            ("GOLDEN_TLS_ROOTS", "system"),
-        ]))
-        .unwrap_err()
-        .to_string();
+    fn tls_roots_are_amazons_unless_a_store_was_configured_or_the_region_is_chinas() {
+        let roots = |pairs: &[(&str, &str)]| {
+            let mut all = vec![("GOLDEN_BUCKET", "b-1"), ("AWS_REGION", "us-east-1")];
+            all.extend_from_slice(pairs);
+            Config::from_lookup(env(&all)).map(|c| c.tls_roots)
+        };
+        assert_eq!(roots(&[]).unwrap(), TrustRoots::Amazon);
+        assert_eq!(
+            roots(&[("GOLDEN_TLS_ROOTS", "auto")]).unwrap(),
+            TrustRoots::Amazon
+        );
+        assert_eq!(
+            roots(&[("SSL_CERT_FILE", "/etc/proxy-ca.pem")]).unwrap(),
+            TrustRoots::Native
+        );
+        assert_eq!(
+            roots(&[("SSL_CERT_DIR", "/etc/certs")]).unwrap(),
+            TrustRoots::Native
+        );
+        assert_eq!(
+            roots(&[("AWS_REGION", "cn-north-1")]).unwrap(),
+            TrustRoots::Native
+        );
+        assert_eq!(
+            roots(&[("GOLDEN_TLS_ROOTS", "native")]).unwrap(),
+            TrustRoots::Native
+        );
+        // An explicit choice wins over what auto would infer.
+        let amazon = [
+            ("GOLDEN_TLS_ROOTS", "amazon"),
+            ("SSL_CERT_FILE", "/etc/proxy-ca.pem"),
+        ];
+        assert_eq!(roots(&amazon).unwrap(), TrustRoots::Amazon);
+        let err = roots(&[("GOLDEN_TLS_ROOTS", "system")])
+            .unwrap_err()
+            .to_string();
         assert!(
-            err.contains("GOLDEN_TLS_ROOTS=\"system\" is invalid"),
+            err.contains("GOLDEN_TLS_ROOTS=\"system\" is invalid: expected auto, amazon"),
             "{err}"
         );
     }

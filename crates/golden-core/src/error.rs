@@ -64,6 +64,12 @@ impl AwsError {
                     message,
                 )
             }
+            SdkError::DispatchFailure(_) if is_certificate_failure(&error_chain(&err)) => (
+                AwsErrorKind::Other,
+                None,
+                None,
+                format!("{}; {CERTIFICATE_HINT}", error_chain(&err)),
+            ),
             SdkError::TimeoutError(_)
             | SdkError::DispatchFailure(_)
             | SdkError::ResponseError(_) => {
@@ -151,6 +157,17 @@ fn classify(code: Option<&str>, status: u16) -> AwsErrorKind {
         }
         _ => AwsErrorKind::Other,
     }
+}
+
+/// What a failed TLS handshake with AWS tells the operator: it is not transient (a retry meets the same
+/// certificate), and the usual cause is a proxy re-signing TLS with a CA the functions do not trust.
+const CERTIFICATE_HINT: &str = "the endpoint's certificate is not trusted: the functions trust the roots of \
+    Amazon Trust Services only (GOLDEN_TLS_ROOTS); if a proxy re-signs TLS on the way to AWS, or the endpoint \
+    is not AWS's own, deploy with TlsRoots=native (GOLDEN_TLS_ROOTS=native) to trust the system's store";
+
+/// rustls's words for a certificate it refuses ("invalid peer certificate: UnknownIssuer", ...).
+fn is_certificate_failure(chain: &str) -> bool {
+    chain.contains("invalid peer certificate")
 }
 
 fn error_chain(err: &dyn std::error::Error) -> String {
@@ -358,6 +375,41 @@ mod tests {
             "Provision: provision command c-1 on i-1 in us-east-1 ended Failed (exit code 2)"
         ));
         assert!(d.error_message.ends_with("puppet: could not reach server"));
+    }
+
+    #[test]
+    fn an_untrusted_certificate_fails_at_once_naming_the_trust_setting() {
+        use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+        use aws_smithy_runtime_api::client::result::ConnectorError;
+
+        type Sdk = SdkError<aws_sdk_s3::operation::get_object::GetObjectError, HttpResponse>;
+        let failure = |text: &str| -> Sdk {
+            SdkError::dispatch_failure(ConnectorError::other(
+                std::io::Error::other(text.to_owned()).into(),
+                None,
+            ))
+        };
+        let untrusted = AwsError::from_sdk(
+            "GetObject",
+            "s3://b/manifest.json",
+            "us-east-1",
+            failure("invalid peer certificate: UnknownIssuer"),
+        );
+        assert_eq!(untrusted.kind, AwsErrorKind::Other);
+        assert!(
+            untrusted
+                .to_string()
+                .contains("deploy with TlsRoots=native"),
+            "{untrusted}"
+        );
+        let refused = AwsError::from_sdk(
+            "GetObject",
+            "s3://b/manifest.json",
+            "us-east-1",
+            failure("connection refused"),
+        );
+        assert_eq!(refused.kind, AwsErrorKind::Transient);
+        assert!(!refused.to_string().contains("TlsRoots"), "{refused}");
     }
 
     #[test]

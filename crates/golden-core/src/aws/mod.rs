@@ -46,29 +46,19 @@ pub async fn load_function_config(stage: &str, roots: TrustRoots) -> SdkConfig {
 /// What [`load_function_config`] puts before the stage name in the user agent's `app/` field.
 pub const APP_NAME_PREFIX: &str = "golden-ami-";
 
-/// The certificate authorities a client trusts for AWS's endpoints.
+/// The certificate authorities a client trusts for AWS's endpoints (`GOLDEN_TLS_ROOTS`, resolved by
+/// [`crate::Config`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TrustRoots {
-    /// The five roots of Amazon Trust Services, compiled in ([`AMAZON_TRUST_ROOTS`]): they issue every AWS
-    /// endpoint's certificate. The functions' default: reading the system's store (a bundle and, on Debian,
-    /// ~140 more files) was most of their cold start (BENCHMARKS.md, section 1).
+    /// The five roots of Amazon Trust Services, compiled in ([`AMAZON_TRUST_ROOTS`]): they issue the
+    /// certificates of AWS's endpoints. The functions' default: reading the system's store at every cold
+    /// start costs time and memory (BENCHMARKS.md, section 1).
     #[default]
     Amazon,
     /// The system's store (`SSL_CERT_FILE`, `SSL_CERT_DIR`, else the platform's bundle), for a network
-    /// whose proxy re-signs TLS with its own CA. The CLI always uses it.
+    /// whose proxy re-signs TLS with its own CA, or an endpoint not issued under Amazon's roots. The CLI
+    /// always uses it.
     Native,
-}
-
-impl std::str::FromStr for TrustRoots {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "amazon" => Ok(Self::Amazon),
-            "native" => Ok(Self::Native),
-            _ => Err("amazon or native".into()),
-        }
-    }
 }
 
 /// PEM of Amazon Root CA 1-4 and Starfield Services Root CA G2, with their fingerprints.
@@ -184,13 +174,5 @@ mod tests {
         assert_eq!(fingerprints, published);
         let mut store = rustls::RootCertStore::empty();
         assert_eq!(store.add_parsable_certificates(certs), (5, 0));
-    }
-
-    #[test]
-    fn trust_roots_are_named_amazon_or_native() {
-        assert_eq!("amazon".parse(), Ok(TrustRoots::Amazon));
-        assert_eq!("native".parse(), Ok(TrustRoots::Native));
-        assert!("system".parse::<TrustRoots>().is_err());
-        assert_eq!(TrustRoots::default(), TrustRoots::Amazon);
     }
 }
