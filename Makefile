@@ -158,7 +158,9 @@ test-under-emulator:
 	if scripts/demo >target/demo.log 2>&1; then demo=0; echo "ok: the demo bake succeeded"; else demo=1; cat target/demo.log; fi; \
 	if wait $$checks_pid; then checks=0; else checks=1; fi; \
 	if wait $$rules_pid; then rules=0; else rules=1; fi; \
+	if $(VENV)/python scripts/test_emulator_paging.py >target/emulator-paging.log 2>&1; then paging=0; else paging=1; fi; \
 	if $(MAKE) --no-print-directory check-iam; then iam=0; else iam=1; fi; \
 	cat target/validators.log; \
 	printf '\n==> EventBridge rules vs events/\n'; cat target/event-rules.log; \
-	exit $$(( tests || demo || checks || rules || iam ))
+	printf '\n==> the emulator pages DescribeImages/DescribeSnapshots as EC2 does\n'; cat target/emulator-paging.log; \
+	exit $$(( tests || demo || checks || rules || paging || iam ))

@@ -329,17 +329,17 @@ class RouterHandler(BaseHTTPRequestHandler):
             conn.endheaders(body or None)
             resp = conn.getresponse()
             data = resp.read()
-            if call is not None:
-                # What the emulator, not the function, spent on the call: moto's answer, and that plus the
-                # recorder's own lookups (make bench subtracts these from a function's time).
-                call["motoSeconds"] = round(time.monotonic() - sent, 4)
-                call["routerSeconds"] = round(time.monotonic() - began, 4)
             head = self.command == "HEAD"
             headers = [(k, v) for k, v in resp.getheaders()
                        if k.lower() not in HOP_BY_HOP or (head and k.lower() == "content-length")]
-            self._send(resp.status, data, headers, head=head)
             if call is not None and recorder is not None:
-                recorder.finish(call, resp.status, data)
+                # Recorded before the caller has its answer, so its calls are all on file when it returns.
+                # What the emulator, not the function, spent on the call goes with it: moto's answer, and
+                # that plus the recorder's lookups (make bench takes these from a function's time).
+                call["motoSeconds"] = round(time.monotonic() - sent, 4)
+                recorder.finish(call, resp.status, data, began=began)
+            self._send(resp.status, data, headers, head=head)
+            if call is not None:
                 return f"-> moto {resp.status} (recorded {call['stage']} {call['operation']})"
             return f"-> moto {resp.status}"
         except OSError as err:
@@ -533,35 +533,44 @@ def enable_image_deprecation(self):  # a method of moto's AmisResponse
     return ActionResult({"Return": True})
 
 
-# Listings being paged, by the id their NextToken carries: each is computed once, on its first page.
-_LISTINGS: dict[str, list] = {}
+# Listings being paged, by the id their NextToken carries: (the request they answer, the items), each computed
+# on its listing's first page.
+_LISTINGS: dict[str, tuple[tuple, list]] = {}
 _LISTINGS_LOCK = threading.Lock()
-_LISTINGS_KEPT = 64
+_LISTINGS_KEPT = 256
 
 
 def _page(self, key: str, describe):
     """One page of a Describe* answer as EC2 pages it: MaxResults items from NextToken on, and a NextToken while
     more remain (moto 5.2 answers DescribeImages and DescribeSnapshots in one piece whatever MaxResults says,
     which would hide how a caller's calls grow with the estate). `describe()` (moto's filtering of the whole
-    estate) runs on the first page only and later pages slice what it returned, so a listing of N items in
-    N/1000 pages costs moto one pass, not N/1000, and time grows with the estate as calls do. A token whose
-    listing was dropped (more than _LISTINGS_KEPT open at once) lists again from the same offset."""
+    estate) runs on the first page only and later pages slice what it returned, so moto filters a listing
+    once, not once per page. A token is good only for the request that got it (same operation, account,
+    region and parameters), as EC2's are: any other, a malformed one, or one of a listing dropped (more than
+    _LISTINGS_KEPT open at once, the oldest go) is EC2's InvalidNextToken, a 400."""
     from moto.core.responses import ActionResult
+    from moto.ec2.exceptions import InvalidNextToken
 
     max_results = self._get_param("MaxResults")
     if not max_results:
         return ActionResult({key: describe()})
-    listing, _, offset = (self._get_param("NextToken") or "").partition(":")
-    with _LISTINGS_LOCK:
-        items = _LISTINGS.get(listing)
-    if items is None:
-        items = describe()
+    request = (type(self).__name__, self.current_account, self.region,
+               tuple(sorted((k, tuple(v)) for k, v in self.querystring.items() if k != "NextToken")))
+    token = self._get_param("NextToken")
+    if token:
+        listing, _, offset = token.partition(":")
+        with _LISTINGS_LOCK:
+            kept = _LISTINGS.get(listing)
+        if kept is None or kept[0] != request or not offset.isdigit():
+            raise InvalidNextToken(token)
+        items, start = kept[1], int(offset)
+    else:
+        items, start = describe(), 0
         listing = os.urandom(8).hex()
         with _LISTINGS_LOCK:
-            _LISTINGS[listing] = items
+            _LISTINGS[listing] = (request, items)
             while len(_LISTINGS) > _LISTINGS_KEPT:
                 del _LISTINGS[next(iter(_LISTINGS))]
-    start = int(offset or 0)
     end = start + int(max_results)
     result = {key: items[start:end]}
     if end < len(items):

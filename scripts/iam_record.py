@@ -9,7 +9,8 @@ One JSON line per call in <emulator run>/calls.jsonl:
   stage, service, region, operation, params (the request, flattened), status (moto's HTTP status),
   tags ({resource id: {key: value}} of every resource the request names, read from moto just BEFORE the
   call, since IAM evaluates a resource's tags as they are when it is called), created (ids the call made,
-  with their tags just after it), roles ({instance profile: role ARN} for RunInstances' iam:PassRole).
+  with their tags just after it), roles ({instance profile: role ARN} for RunInstances' iam:PassRole),
+  motoSeconds (moto's answer) and routerSeconds (the call's whole time in the emulator, these lookups too).
 
 What IAM authorizes for each call (actions, resource ARNs, condition keys) is modelled from these records by
 scripts/iam_check.py, not here: this module only observes.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 import urllib.parse
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -151,7 +153,9 @@ class Recorder:
             call["lookupError"] = f"{type(err).__name__}: {err}"
         return call
 
-    def finish(self, call: dict, status: int, body: bytes) -> None:
+    def finish(self, call: dict, status: int, body: bytes, began: float | None = None) -> None:
+        """Completes `call` with moto's answer and writes its line; `began` (time.monotonic() when the router
+        took the request) adds `routerSeconds`, the call's time in the emulator including these lookups."""
         call["status"] = status
         try:
             created: list[str] = []
@@ -168,6 +172,8 @@ class Recorder:
                 call["created"] = self.tags(call["region"], sorted(set(created)))
         except Exception as err:  # noqa: BLE001
             call["lookupError"] = f"{type(err).__name__}: {err}"
+        if began is not None:
+            call["routerSeconds"] = round(time.monotonic() - began, 4)
         line = json.dumps(call, sort_keys=True)
         with self.lock:
             self.file.write(line + "\n")
