@@ -27,6 +27,7 @@ import os
 import platform
 import random
 import signal
+import ssl
 import statistics
 import subprocess
 import sys
@@ -62,8 +63,14 @@ PRICES = {
     "s3_get": 0.0004 / 1000,  # GET and all other requests
     "ssm_standard": 0.0,  # standard parameters, standard throughput: no charge per API call
     "ec2_api": 0.0,  # EC2 API calls are not billed
+    "sqs_request": 0.40 / 1e6,  # SQS standard queue, per request (ReceiveMessage included)
+    "cloudwatch_alarm_month": 0.10,  # CloudWatch standard-resolution metric alarm, per month
 }
-PRICES_AS_OF = "2026-11 list prices (Step Functions, Lambda arm64, S3 Standard, SSM Parameter Store)"
+# An SQS event source mapping polls its queue whether or not anything arrives: Lambda keeps (at least) five
+# long-polling connections, each a ReceiveMessage of up to 20 seconds.
+SQS_POLLERS, SQS_LONG_POLL_SECONDS = 5, 20
+PRICES_AS_OF = ("2026-11 list prices (Step Functions, Lambda arm64, S3 Standard, SSM Parameter Store, SQS, "
+                "CloudWatch alarms)")
 
 
 def say(msg: str) -> None:
@@ -218,7 +225,11 @@ class RuntimeHandler(BaseHTTPRequestHandler):
 
 
 def lambda_env(api: RuntimeApi, name: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_LAMBDA")}
+    # The host's environment but for what Lambda would not set: its own AWS_LAMBDA_* below, and no CA
+    # settings (some hosts export SSL_CERT_FILE, SSL_CERT_DIR, AWS_CA_BUNDLE; Lambda does not, and with them
+    # set the functions' GOLDEN_TLS_ROOTS=auto would read the system's store).
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("AWS_LAMBDA") and k not in ("SSL_CERT_FILE", "SSL_CERT_DIR", "AWS_CA_BUNDLE")}
     for line in (emulator_dir() / "functions.env").read_text().splitlines():
         key, _, value = line.partition("=")
         env[key] = value
@@ -301,8 +312,9 @@ while True:  # the loop of awslambdaric, reduced to what the bench uses
 '''
 
 
-# The floor of the method: a std-only Rust program that does nothing but ask for its first event, built with
-# the release profile's settings. Its init is what exec, the dynamic loader and the stand-in cost.
+# The floor of the method: a std-only Rust program that does nothing but ask for its first event, built by
+# rustc alone (opt-level 3, one codegen unit, stripped). Its init is what exec, the dynamic loader and the
+# stand-in cost.
 NULL_FUNCTION = '''
 use std::io::{Read, Write};
 fn main() {
@@ -319,13 +331,14 @@ CERT_VARIANTS = {
     # What GOLDEN_TLS_ROOTS=native costs: rustls-native-certs reads the CA bundle, then every file of the CA
     # directory (about 140 on Debian; provided.al2023 has a bundle and a handful), at client creation.
     "system trust store (GOLDEN_TLS_ROOTS=native)": {"GOLDEN_TLS_ROOTS": "native"},
-    "system trust store, bundle only (and SSL_CERT_DIR empty)": {"GOLDEN_TLS_ROOTS": "native",
-                                                                  "SSL_CERT_DIR": str(OUT / "empty-cert-dir")},
+    "system trust store, bundle only (and SSL_CERT_DIR empty)": {
+        "GOLDEN_TLS_ROOTS": "native", "SSL_CERT_FILE": ssl.get_default_verify_paths().openssl_cafile,
+        "SSL_CERT_DIR": str(OUT / "empty-cert-dir")},
 }
+
 
 def null_function() -> Path:
     (OUT / "empty-cert-dir").mkdir(parents=True, exist_ok=True)
-    (OUT / "empty.pem").write_text("")
     src = OUT / "null_function.rs"
     exe = OUT / "null_function"
     src.write_text(NULL_FUNCTION)
@@ -720,7 +733,7 @@ def machine() -> dict:
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": out("git", "rev-parse", "--short", "HEAD"),
         "cpu": f"{os.cpu_count()} x {cpu}", "memory_gib": round(int(mem) / 1024 / 1024, 1),
-        "kernel": platform.release(), "rustc": out("rustc", "--version"), "python": platform.python_version(),
+        "kernel": platform.release(), "rustc": out("rustc", "--version"), "python": out(str(VENV_PY), "--version"),
         "moto": moto[0] if moto else "?", "boto3": moto[1] if len(moto) > 1 else "?",
         "cargo_lambda": out(str(REPO / ".venv" / "bin" / "cargo-lambda"), "lambda", "--version"),
         "amicleaner": AMICLEANER_VERSION,
@@ -759,9 +772,13 @@ def run_all() -> None:
         if wanted("enforce") or wanted(f"enforce-{n}"):
             emulated("enforce", str(n))
     say(f"measured in {time.perf_counter() - started:.0f} s")
-    import bench_report
+    report()
 
-    bench_report.main()
+
+def report() -> None:
+    """BENCHMARKS.md from target/bench/*.json, by scripts/bench_report.py under .venv/'s Python (it reads the
+    template with PyYAML, which `make tools` installs there)."""
+    subprocess.run([str(VENV_PY), str(REPO / "scripts" / "bench_report.py")], check=True, cwd=REPO)
 
 
 def main(argv: list[str]) -> int:
@@ -769,10 +786,7 @@ def main(argv: list[str]) -> int:
         run_all()
         return 0
     if argv[:1] == ["report"]:
-        sys.path.insert(0, str(Path(__file__).parent))
-        import bench_report
-
-        bench_report.main()
+        report()
         return 0
     if argv[:1] == ["section"] and len(argv) >= 2:
         name, args = argv[1], argv[2:]

@@ -55,6 +55,16 @@ BAKE_CALLS = {
 }
 
 
+BASELINE = REPO / "docs" / "bench-baseline"
+BASELINE_WHAT = ("before: the functions of b1268a1, at `opt-level = 3`, trusting the system's store, on tokio's "
+                 "multi-thread runtime (docs/bench-baseline/)")
+
+
+def baseline(name: str) -> dict | None:
+    path = BASELINE / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def load(name: str) -> dict | None:
     path = OUT / f"{name}.json"
     return json.loads(path.read_text()) if path.exists() else None
@@ -108,6 +118,22 @@ def section_coldstart(c: dict | None) -> str:
         verdict("peak RSS at most 16 MB of 10^6 bytes (largest, init or first invocation)",
                 worst_rss * 1048576 / 1e6, RSS_TARGET_MB, "MB", lower=True),
     ]
+    before = baseline("coldstart")
+    if before:
+        lines.append("")
+        lines.append(f"Against the baseline ({BASELINE_WHAT}), function by function: init median ms and peak RSS "
+                     "MiB (largest of init and first invocation), before -> now.")
+        lines.append("")
+        lines.append("| function | init before | init now | RSS before | RSS now |")
+        lines.append("|---|---:|---:|---:|---:|")
+        for name, r in sorted(f.items()):
+            b = before["functions"].get(name)
+            if not b or "first_invoke_ms" not in r or name == "python-boto3":
+                continue
+            rss_b = max(b["init_peak_rss_kb_max"], b["peak_rss_kb_after_first_invoke"]) / 1024
+            rss_n = max(r["init_peak_rss_kb_max"], r["peak_rss_kb_after_first_invoke"]) / 1024
+            lines.append(f"| {name} | {b['init_ms_median']:.1f} | {r['init_ms_median']:.1f} | {rss_b:.1f} | "
+                         f"{rss_n:.1f} |")
     events = sorted({(n, r["first_invoke_event"]) for n, r in f.items() if "first_invoke_event" in r})
     return ("\n".join(lines) + "\n\n" + "".join(f"- {v}\n" for v in verdicts) +
             f"\n{c['runs']} init runs of each, interleaved function by function with the Python peer. "
@@ -137,7 +163,28 @@ def section_package(p: dict | None) -> str:
                              lower=True) +
             (f" ({len(over)} of {len(p['functions'])} over: {', '.join(over)})" if over else "") +
             f"\n\n`make package` built all {len(p['functions'])} in one cargo run: {p['seconds'] / 60:.0f} min "
-            "(a fresh arm64 build of the SDK; `aws-sdk-ec2` alone is most of it).\n")
+            "(a fresh arm64 build of the SDK; `aws-sdk-ec2` alone is most of it).\n" + package_against_baseline(p))
+
+
+def package_against_baseline(p: dict) -> str:
+    before = baseline("package")
+    if not before:
+        return ""
+    rows = ["", f"Against the baseline ({BASELINE_WHAT}): each zip, before -> now.", "",
+            "| function | zip bytes before | now | change |", "|---|---:|---:|---:|"]
+    changes = []
+    for name, r in sorted(p["functions"].items()):
+        b = before["functions"].get(name)
+        if not b:
+            continue
+        change = r["zip_bytes"] / b["zip_bytes"] - 1
+        changes.append(change)
+        rows.append(f"| {name} | {b['zip_bytes']} | {r['zip_bytes']} | {change * 100:+.1f}% |")
+    if changes:
+        rows += ["", f"Every zip changed by {min(changes) * 100:+.1f}% to {max(changes) * 100:+.1f}%; before, "
+                 f"{sum(1 for r in before['functions'].values() if r['zip_bytes'] > 5_000_000)} of "
+                 f"{len(before['functions'])} were over 5,000,000 bytes."]
+    return "\n".join(rows) + "\n"
 
 
 def section_bake(b: dict | None, idle: dict | None) -> str:
@@ -172,20 +219,55 @@ def section_bake(b: dict | None, idle: dict | None) -> str:
     if unexplained:
         lines.append(f"\n**Calls not explained above**: {', '.join(unexplained)}.")
     lines.append("")
-    lines.append(cost(b, idle))
+    lines.append(cost(b, idle, load("coldstart")))
     return "\n".join(lines) + "\n"
 
 
-def cost(b: dict, idle: dict | None) -> str:
+S3_PUT_CLASS = ("s3:PutObject", "s3:CopyObject", "s3:ListObjectsV2", "s3:ListObjects")  # PUT, COPY, POST, LIST
+S3_FREE = ("s3:DeleteObject",)  # DELETE is not billed
+
+
+def s3_requests(calls: dict[str, int]) -> tuple[int, int]:
+    """(PUT-class, GET-class) S3 requests among calls by operation, as S3 bills them."""
+    put = sum(n for op, n in calls.items() if op in S3_PUT_CLASS)
+    get = sum(n for op, n in calls.items() if op.startswith("s3:") and op not in S3_PUT_CLASS + S3_FREE)
+    return put, get
+
+
+def template_alarms() -> tuple[int, str]:
+    """How many CloudWatch alarms infra/template.yaml makes with its default parameters (each Fn::ForEach
+    loop's alarms once per item, `!Ref Types` taken at its default), and how they break down."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_multi_constructor("!", lambda loader, suffix, node: (
+        {"Ref": loader.construct_scalar(node)} if suffix == "Ref" else None))
+    doc = yaml.load((REPO / "infra" / "template.yaml").read_text(), Loader=Loader)
+    defaults = {k: v.get("Default") for k, v in doc.get("Parameters", {}).items()}
+    total, parts = 0, []
+    for key, value in doc["Resources"].items():
+        if key.startswith("Fn::ForEach::"):
+            items = value[1]
+            if isinstance(items, dict) and "Ref" in items:
+                items = [i for i in str(defaults[items["Ref"]]).split(",") if i]
+            alarms = sum(1 for r in value[2].values() if r.get("Type") == "AWS::CloudWatch::Alarm")
+            if alarms:
+                total += alarms * len(items)
+                parts.append(f"{alarms * len(items)} of {key.removeprefix('Fn::ForEach::')}")
+        elif isinstance(value, dict) and value.get("Type") == "AWS::CloudWatch::Alarm":
+            total += 1
+            parts.append(key)
+    return total, ", ".join(parts)
+
+
+def cost(b: dict, idle: dict | None, coldstart: dict | None) -> str:
     import bench
 
     p = bench.PRICES
     gb = bench.MEMORY_MB / 1024
-    s3_put = sum(n for op, n in b["calls_by_operation"].items()
-                 if op in ("s3:PutObject", "s3:ListObjectsV2", "s3:CopyObject"))
-    s3_get = sum(n for op, n in b["calls_by_operation"].items()
-                 if op.startswith("s3:") and op not in ("s3:PutObject", "s3:ListObjectsV2", "s3:CopyObject",
-                                                         "s3:DeleteObject"))
+    s3_put, s3_get = s3_requests(b["calls_by_operation"])
     parts = {
         "Step Functions transitions": b["state_transitions"] * p["sfn_transition"],
         "Lambda requests": b["invocations"] * p["lambda_request"],
@@ -203,24 +285,55 @@ def cost(b: dict, idle: dict | None) -> str:
     if idle:
         # Schedules of infra/template.yaml: prune daily, reap every 15 minutes, enforce hourly.
         per_day = {"prune": 1, "reap-builders": 96, "enforce-freshness": 24}
+        inits = (coldstart or {}).get("functions", {})
         monthly = 0.0
         rows = []
         for fn, n in per_day.items():
             r = idle[fn]
             calls = r["calls_by_operation"]
-            gets = sum(c for op, c in calls.items() if op.startswith("s3:") and op != "s3:PutObject")
-            puts = calls.get("s3:PutObject", 0) + calls.get("s3:ListObjectsV2", 0)
-            one = (p["lambda_request"] + max(1, round(r["seconds"] * 1000)) / 1000 * gb * p["lambda_gb_second_arm64"]
+            puts, gets = s3_requests(calls)
+            # Lambda bills a custom runtime's init; a sweep 15 minutes or more after the last may find no
+            # warm process, so each run is counted as a cold start (an upper bound).
+            init_ms = inits.get(fn, {}).get("init_ms_median", 0.0)
+            billed_ms = max(1, round(r["seconds"] * 1000 + init_ms))
+            one = (p["lambda_request"] + billed_ms / 1000 * gb * p["lambda_gb_second_arm64"]
                    + gets * p["s3_get"] + puts * p["s3_put"])
             monthly += one * n * 30
-            rows.append(f"| {fn} | {n} | {r['seconds'] * 1000:.0f} ms | {r['aws_calls']} "
+            rows.append(f"| {fn} | {n} | {r['seconds'] * 1000:.0f} ms + {init_ms:.0f} ms init | {r['aws_calls']} "
                         f"({', '.join(f'{k} {v}' for k, v in calls.items())}) | {one * n * 30:.4f} |")
-        out += ["**Standing cost of an idle deployment** (the three scheduled sweeps on an estate with nothing to "
-                "do, measured on the emulator: `BENCH_ONLY=idle make bench`; EventBridge scheduled rules and "
-                "schedules themselves are not billed per schedule here at these volumes):", "",
-                "| sweep | runs a day | one run | its AWS calls | USD / 30 days |", "|---|---:|---:|---|---:|",
+        polls = bench.SQS_POLLERS * 30 * 24 * 3600 // bench.SQS_LONG_POLL_SECONDS
+        sqs = polls * p["sqs_request"]
+        alarms, which = template_alarms()
+        alarm_cost = alarms * p["cloudwatch_alarm_month"]
+        rows.append(f"| prune's SQS event source mapping (PruneEventsQueue) | continuous | "
+                    f"{bench.SQS_POLLERS} long polls of {bench.SQS_LONG_POLL_SECONDS} s at a time | "
+                    f"{polls} ReceiveMessage (not measured: Lambda's pollers, at their documented minimum) | "
+                    f"{sqs:.4f} |")
+        rows.append(f"| CloudWatch alarms of the template | - | - | {alarms} alarms ({which}) | {alarm_cost:.4f} |")
+        monthly += sqs + alarm_cost
+        out += ["**Standing cost of an idle deployment** per 30 days: the three scheduled sweeps on an estate "
+                "with nothing to do (measured on the emulator: `BENCH_ONLY=idle make bench`), each run billed "
+                "with its cold start's init (section 1), plus what a deployed stack pays while nothing happens: "
+                "prune's queue being polled and the template's alarms (counted from infra/template.yaml with "
+                "its default parameters). EventBridge rules on a schedule are free, and the 3 bake schedules' "
+                "90 Scheduler invocations a month cost under $0.0001; CloudWatch Logs ingestion of the sweeps' "
+                "few lines is not counted.", "",
+                "| what | runs a day | one run | its AWS calls | USD / 30 days |", "|---|---:|---:|---|---:|",
                 *rows, f"| **idle deployment** | | | | **{monthly:.4f}** |", ""]
     return "\n".join(out)
+
+
+def own_time(r: dict) -> float | None:
+    """A function's time less the emulator's answers to its calls; None where that was not recorded or the
+    remainder is within the timers' noise (under 10 ms)."""
+    if "emulator_seconds" not in r:
+        return None
+    own = r["seconds"] - r["emulator_seconds"]
+    return own if own >= 0.01 else None
+
+
+def seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def section_retention() -> str:
@@ -235,9 +348,9 @@ def section_retention() -> str:
            "protected it would delete |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in runs:
         p, a = r["prune"], r["amicleaner"]
-        out.append(f"| {r['images']} | {p['seconds']:.2f} | {p['emulator_seconds']:.2f} | "
-                   f"{p['seconds'] - p['emulator_seconds']:.2f} | {p['aws_calls']} | {p['deletes']} | "
-                   f"{len(p['deletes_protected'])} | {a['seconds']:.2f} | {a['emulator_seconds']:.2f} | "
+        out.append(f"| {r['images']} | {p['seconds']:.2f} | {seconds(p.get('emulator_seconds'))} | "
+                   f"{seconds(own_time(p))} | {p['aws_calls']} | {p['deletes']} | "
+                   f"{len(p['deletes_protected'])} | {a['seconds']:.2f} | {seconds(a.get('emulator_seconds'))} | "
                    f"{a['aws_calls']} | {a['deletes']} | {len(a['deletes_protected'])} |")
     out.append("")
     for r in runs:
@@ -259,13 +372,12 @@ def section_retention() -> str:
         first, last = runs[0], runs[-1]
         scale = last["images"] / first["images"]
         out.append("")
-        def own(r: dict) -> float:
-            return r["prune"]["seconds"] - r["prune"]["emulator_seconds"]
-
+        own_first, own_last = own_time(first["prune"]), own_time(last["prune"])
+        own_growth = f"x{own_last / own_first:.2f}" if own_first and own_last else "not measured"
         out.append(f"Growth from {first['images']} to {last['images']} images ({scale:.0f}x): prune's calls "
                    f"x{last['prune']['aws_calls'] / first['prune']['aws_calls']:.2f}, its plan time "
                    f"x{last['prune']['seconds'] / first['prune']['seconds']:.2f} (its own, without the emulator's "
-                   f"answers, x{own(last) / own(first):.2f}); amicleaner's calls "
+                   f"answers, {own_growth}); amicleaner's calls "
                    f"x{last['amicleaner']['aws_calls'] / max(1, first['amicleaner']['aws_calls']):.2f}, its time "
                    f"x{last['amicleaner']['seconds'] / first['amicleaner']['seconds']:.2f}.")
     return "\n".join(out) + "\n"
@@ -281,9 +393,11 @@ def section_enforce() -> str:
            "decisions/s without the emulator's time | would act on | AWS calls | calls by operation | "
            "manifest bytes |", "|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for r in runs:
-        own = r["seconds"] - r["emulator_seconds"]
-        out.append(f"| {r['instances']} | {r['seconds']:.2f} | {r['emulator_seconds']:.2f} | {r['decisions']} | "
-                   f"{r['decisions_per_second']:.0f} | {r['decisions'] / own:.0f} | "
+        own = own_time(r)
+        own_rate = f"{r['decisions'] / own:.0f}" if own else "-"
+        out.append(f"| {r['instances']} | {r['seconds']:.2f} | {seconds(r.get('emulator_seconds'))} | "
+                   f"{r['decisions']} | {r['decisions_per_second']:.0f} | "
+                   f"{own_rate} | "
                    f"{r['would_act']} | {r['aws_calls']} | "
                    + ", ".join(f"{k} {v}" for k, v in r["calls_by_operation"].items()) + f" | {r['manifest_bytes']} |")
     return "\n".join(out) + "\n"
