@@ -3,7 +3,8 @@
 
     scripts/bench.py all                 every section, then BENCHMARKS.md (what `make bench` runs)
     scripts/bench.py section NAME [N]    one section, inside `GOLDEN_EMULATOR_PROFILE=release scripts/emulator
-                                         run`; its figures go to target/bench/NAME[-N].json
+                                         run` (but `profile`, which needs none); its figures go to
+                                         target/bench/NAME[-N].json
     scripts/bench.py report              BENCHMARKS.md from target/bench/*.json (no measuring)
 
 Sections (BENCHMARKS.md says what each figure means and how it was taken):
@@ -14,6 +15,8 @@ Sections (BENCHMARKS.md says what each figure means and how it was taken):
     idle         the three scheduled sweeps (prune, reap, enforce) on an estate with nothing to do
     retention N  N golden images over 2 regions and 10 types; prune's plan beside aws-amicleaner's
     enforce N    N instances on golden images; enforce's sweep
+    profile      one function's arm64 zip with each release-profile setting put back to cargo's default,
+                 one at a time (`all` runs it last; five full builds, about 75 minutes)
 Package sizes come from `make package` (target/lambda/*/bootstrap.zip), which `all` runs first.
 
 Nothing here asserts a time: figures are written down, targets are compared in the report.
@@ -26,6 +29,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import signal
 import ssl
 import statistics
@@ -747,6 +751,53 @@ def packages() -> dict:
             for z in zips}
 
 
+# What each setting of the release profile buys: one function's arm64 zip built with the profile as shipped,
+# then with one setting at a time put back to cargo's default, each in a target directory of its own (a full
+# build of the SDK each: about 15 minutes here). Built with `-p`, so every variant, the shipped one too, has
+# the same features (a workspace build unifies goldenctl's in).
+PROFILE_FUNCTION = "prune"
+PROFILE_VARIANTS = {
+    "as shipped": {},
+    "strip = false": {"CARGO_PROFILE_RELEASE_STRIP": "false"},
+    "lto = false (thin-local)": {"CARGO_PROFILE_RELEASE_LTO": "false"},
+    "codegen-units = 16": {"CARGO_PROFILE_RELEASE_CODEGEN_UNITS": "16"},
+    "opt-level = 3": {"CARGO_PROFILE_RELEASE_OPT_LEVEL": "3"},
+}
+
+
+def section_profile(shipped_zip: Path | None = None) -> None:
+    """Each PROFILE_VARIANTS build of PROFILE_FUNCTION; figures written after each, so a run cut short keeps
+    what it measured. `shipped_zip`: the function's zip of a `make package` of the same tree, which is the
+    "as shipped" build (a workspace build gives this function the features a `-p` build does: `cargo tree`
+    shows the same for both), so it is not built again."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=REPO).stdout.strip()
+    out: dict = {"function": PROFILE_FUNCTION, "target": "aarch64 (cargo lambda --arm64)", "commit": commit,
+                 "variants": {}}
+    for label, env in PROFILE_VARIANTS.items():
+        if label == "as shipped" and shipped_zip:
+            say(f"profile: {PROFILE_FUNCTION} as shipped: {shipped_zip} (make package)")
+            out["variants"][label] = {"env": env, "zip_bytes": shipped_zip.stat().st_size, "from": "make package",
+                                      "bootstrap_bytes": zipfile.ZipFile(shipped_zip).getinfo("bootstrap").file_size}
+            continue
+        slug = "-".join("".join(c if c.isalnum() else " " for c in label).split())
+        target = OUT / f"profile-{slug}"
+        say(f"profile: {PROFILE_FUNCTION} with {label} ({' '.join(f'{k}={v}' for k, v in env.items()) or 'Cargo.toml'})")
+        started = time.perf_counter()
+        # CARGO_TARGET_DIR, not --target-dir: cargo-lambda 1.9 hands that flag to `cargo metadata`, which refuses it.
+        subprocess.run(["cargo", "lambda", "build", "--release", "--arm64", "-p", PROFILE_FUNCTION,
+                        "--output-format", "zip", "--lambda-dir", str(target / "lambda")],
+                       check=True, cwd=REPO, env=dict(os.environ, PATH=f"{VENV_PY.parent}:{os.environ['PATH']}",
+                                                      CARGO_TARGET_DIR=str(target / "cargo"), **env))
+        z = target / "lambda" / PROFILE_FUNCTION / "bootstrap.zip"
+        out["variants"][label] = {"env": env, "zip_bytes": z.stat().st_size,
+                                  "bootstrap_bytes": zipfile.ZipFile(z).getinfo("bootstrap").file_size,
+                                  "build_seconds": round(time.perf_counter() - started)}
+        write("profile", out)
+        shutil.rmtree(target / "cargo", ignore_errors=True)  # gigabytes each
+    write("profile", out)
+
+
 def run_all() -> None:
     started = time.perf_counter()
     bench_tools()
@@ -771,6 +822,8 @@ def run_all() -> None:
     for n in ENFORCE_SIZES:
         if wanted("enforce") or wanted(f"enforce-{n}"):
             emulated("enforce", str(n))
+    if wanted("profile"):
+        section_profile(REPO / "target" / "lambda" / PROFILE_FUNCTION / "bootstrap.zip" if wanted("package") else None)
     say(f"measured in {time.perf_counter() - started:.0f} s")
     report()
 
@@ -798,6 +851,8 @@ def main(argv: list[str]) -> int:
             section_retention(int(args[0]))
         elif name == "enforce":
             section_enforce(int(args[0]))
+        elif name == "profile":  # needs no emulator; ARGS: the as-shipped zip of a make package of this tree
+            section_profile(Path(args[0]) if args else None)
         else:
             print(f"bench: unknown section {name}", file=sys.stderr)
             return 2

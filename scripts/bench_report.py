@@ -166,6 +166,23 @@ def section_package(p: dict | None) -> str:
             "(a fresh arm64 build of the SDK; `aws-sdk-ec2` alone is most of it).\n" + package_against_baseline(p))
 
 
+def section_profile(pr: dict | None) -> str:
+    if not pr or "as shipped" not in pr["variants"]:
+        return missing("the per-setting builds", "BENCH_ONLY=profile make bench")
+    v = pr["variants"]
+    shipped = v["as shipped"]["zip_bytes"]
+    rows = [f"`{pr['function']}` of commit {pr.get('commit', '?')}, {pr['target']}, built alone (`-p`) once per "
+            "row; each row but the first puts one setting back to cargo's default, so what that setting buys is "
+            "the row's zip less the first's.", "",
+            "| profile | zip bytes | what the setting saves | bootstrap bytes | build |", "|---|---:|---:|---:|---:|"]
+    for label, r in v.items():
+        saves = "-" if label == "as shipped" else \
+            f"{r['zip_bytes'] - shipped:+d} bytes ({(r['zip_bytes'] - shipped) / r['zip_bytes'] * 100:+.1f}%)"
+        built = f"{r['build_seconds'] / 60:.0f} min" if "build_seconds" in r else r.get("from", "-")
+        rows.append(f"| {label} | {r['zip_bytes']} | {saves} | {r['bootstrap_bytes']} | {built} |")
+    return "\n".join(rows) + "\n"
+
+
 def package_against_baseline(p: dict) -> str:
     before = baseline("package")
     if not before:
@@ -380,6 +397,11 @@ def section_retention() -> str:
                    f"answers, {own_growth}); amicleaner's calls "
                    f"x{last['amicleaner']['aws_calls'] / max(1, first['amicleaner']['aws_calls']):.2f}, its time "
                    f"x{last['amicleaner']['seconds'] / first['amicleaner']['seconds']:.2f}.")
+        per_k = [(r["images"], own_time(r["prune"])) for r in runs]
+        if all(t for _, t in per_k):
+            out.append("Prune's own time per 1,000 images (its plan time less the emulator's answers): "
+                       + ", ".join(f"{t / (n / 1000):.2f} s at {n}" for n, t in per_k)
+                       + "; a constant here is linear growth.")
     return "\n".join(out) + "\n"
 
 
@@ -412,6 +434,7 @@ def main() -> None:
         "machine": section_machine(load("machine")),
         "coldstart": section_coldstart(load("coldstart")),
         "package": section_package(load("package")),
+        "profile": section_profile(load("profile")),
         "bake": section_bake(load("bake"), load("idle")),
         "retention": section_retention(),
         "enforce": section_enforce(),
