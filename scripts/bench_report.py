@@ -397,11 +397,16 @@ def section_retention() -> str:
                    f"answers, {own_growth}); amicleaner's calls "
                    f"x{last['amicleaner']['aws_calls'] / max(1, first['amicleaner']['aws_calls']):.2f}, its time "
                    f"x{last['amicleaner']['seconds'] / first['amicleaner']['seconds']:.2f}.")
-        per_k = [(r["images"], own_time(r["prune"])) for r in runs]
-        if all(t for _, t in per_k):
-            out.append("Prune's own time per 1,000 images (its plan time less the emulator's answers): "
-                       + ", ".join(f"{t / (n / 1000):.2f} s at {n}" for n, t in per_k)
-                       + "; a constant here is linear growth.")
+        owns = [(r["images"], own_time(r["prune"])) for r in runs]
+        if all(t for _, t in owns):
+            slopes = [(t2 - t1) / ((n2 - n1) / 1000) for (n1, t1), (n2, t2) in zip(owns, owns[1:])]
+            out.append("Prune's own time (its plan time less the emulator's answers): "
+                       + ", ".join(f"{t:.2f} s at {n}" for n, t in owns)
+                       + ". That is a fixed part (its calls that do not grow with the images: recipes, launch "
+                       "templates, parameters) and a part that grows with them: "
+                       + ", then ".join(f"{sl:+.2f} s per 1,000 more images from {n1} to {n2}"
+                                        for sl, ((n1, _), (n2, _)) in zip(slopes, zip(owns, owns[1:])))
+                       + " (a slope that does not rise as the estate grows is growth no faster than linear).")
     return "\n".join(out) + "\n"
 
 

@@ -23,8 +23,9 @@ pub struct Config {
     /// `GOLDEN_MIN_POLL_SECONDS` (15): the smallest `pollSeconds` a bake may ask for. A 2-hour bake polled
     /// every second would overrun Step Functions' 25,000-event execution history; the emulator sets 1.
     pub min_poll_seconds: u32,
-    /// `GOLDEN_TLS_ROOTS` (`auto`): the CAs the functions trust for AWS's endpoints (see [`tls_roots`]). The
-    /// CLI always uses the system's store.
+    /// `GOLDEN_TLS_ROOTS` (`auto`): the CAs the functions trust for AWS's endpoints: `amazon`, `native`, or
+    /// `auto`, which picks one from the environment (see `tls_roots` below). The CLI always uses the system's
+    /// store.
     pub tls_roots: TrustRoots,
     /// The lifecycle functions' knobs (prune, reap-builders, enforce-freshness). An invalid one holds its
     /// default here and is listed in `invalid`: only a function that uses it fails ([`Config::check`]), so a
