@@ -179,7 +179,7 @@ def section_profile(pr: dict | None) -> str:
             "zip (from `make package`, whose workspace build gives this function the same features as building it "
             "alone). Each other row is the function built alone (`-p`) with one setting put back to cargo's "
             "default, so what that setting buys is how much bigger that row's zip is.", "",
-            "| profile | zip bytes | without the setting, the zip is bigger by | bootstrap bytes | build |",
+            "| profile | zip bytes | without the setting, the zip is bigger by | bootstrap bytes | build (wall time, machine shared) |",
             "|---|---:|---:|---:|---:|"]
     for label, r in v.items():
         saves = "-" if label == "as shipped" else \
