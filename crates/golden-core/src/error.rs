@@ -64,16 +64,16 @@ impl AwsError {
                     message,
                 )
             }
-            SdkError::DispatchFailure(_) if is_certificate_failure(&error_chain(&err)) => (
-                AwsErrorKind::Other,
-                None,
-                None,
-                format!("{}; {CERTIFICATE_HINT}", error_chain(&err)),
-            ),
             SdkError::TimeoutError(_)
             | SdkError::DispatchFailure(_)
             | SdkError::ResponseError(_) => {
-                (AwsErrorKind::Transient, None, None, error_chain(&err))
+                let chain = error_chain(&err);
+                if matches!(err, SdkError::DispatchFailure(_)) && is_certificate_failure(&chain) {
+                    let message = format!("{chain}; {CERTIFICATE_HINT}");
+                    (AwsErrorKind::Other, None, None, message)
+                } else {
+                    (AwsErrorKind::Transient, None, None, chain)
+                }
             }
             _ => (AwsErrorKind::Other, None, None, error_chain(&err)),
         };
@@ -389,12 +389,15 @@ mod tests {
                 None,
             ))
         };
-        let untrusted = AwsError::from_sdk(
-            "GetObject",
-            "s3://b/manifest.json",
-            "us-east-1",
-            failure("invalid peer certificate: UnknownIssuer"),
-        );
+        let classify = |text: &str| {
+            AwsError::from_sdk(
+                "GetObject",
+                "s3://b/manifest.json",
+                "us-east-1",
+                failure(text),
+            )
+        };
+        let untrusted = classify("invalid peer certificate: UnknownIssuer");
         assert_eq!(untrusted.kind, AwsErrorKind::Other);
         assert!(
             untrusted
@@ -402,12 +405,7 @@ mod tests {
                 .contains("deploy with TlsRoots=native"),
             "{untrusted}"
         );
-        let refused = AwsError::from_sdk(
-            "GetObject",
-            "s3://b/manifest.json",
-            "us-east-1",
-            failure("connection refused"),
-        );
+        let refused = classify("connection refused");
         assert_eq!(refused.kind, AwsErrorKind::Transient);
         assert!(!refused.to_string().contains("TlsRoots"), "{refused}");
     }
