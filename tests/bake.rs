@@ -67,6 +67,11 @@ async fn bake_with_two_copy_regions_publishes_tagged_images_and_leaves_nothing_r
     assert_eq!(published["sourceAmi"], emu.base_ami.as_str());
     let images = published["images"].as_object().expect("images");
     assert_eq!(images.len(), 3, "{images:?}");
+    // and says what the version was built from: the base AMI and the recipe's hash
+    let recipe = golden_core::recipe::Recipe::from_json_value(emu.recipe(&ty, &COPIES), "test")
+        .expect("the test recipe is valid");
+    let recipe_hash = published["recipeHash"].as_str().expect("recipeHash");
+    assert_eq!(recipe_hash, recipe.content_hash());
 
     for region in [BUILD, COPIES[0], COPIES[1]] {
         // each region has exactly one image of this type, the published one, tagged per DESIGN.md
@@ -88,6 +93,11 @@ async fn bake_with_two_copy_regions_publishes_tagged_images_and_leaves_nothing_r
         assert_eq!(tag(t, tags::EXECUTION), Some(arn.as_str()));
         assert_eq!(tag(t, tags::SOURCE_AMI), Some(emu.base_ami.as_str()));
         assert_eq!(
+            tag(t, tags::RECIPE_HASH),
+            Some(recipe_hash),
+            "provenance: the recipe hash in {region}"
+        );
+        assert_eq!(
             tag(t, "team"),
             Some("releng-test"),
             "recipe tags reach the image in {region}"
@@ -108,6 +118,8 @@ async fn bake_with_two_copy_regions_publishes_tagged_images_and_leaves_nothing_r
                 .find(|s| s.snapshot_id() == Some(id))
                 .unwrap_or_else(|| panic!("snapshot {id} in {region} is not tagged"));
             assert_eq!(tag(s.tags(), tags::VERSION), Some(version.as_str()));
+            assert_eq!(tag(s.tags(), tags::SOURCE_AMI), Some(emu.base_ami.as_str()));
+            assert_eq!(tag(s.tags(), tags::RECIPE_HASH), Some(recipe_hash));
             assert_eq!(tag(s.tags(), "team"), Some("releng-test"));
         }
         // and the SSM parameter of the region points at it
@@ -187,7 +199,9 @@ async fn second_bake_becomes_current_and_keeps_the_first_in_history() {
         .expect("current")
         .to_owned();
     tokio::time::sleep(Duration::from_millis(1100)).await; // versions are UTC seconds
-    let (_, second) = emu.bake(&format!("{ty}-2"), &input(&emu, &ty, 1)).await;
+    let mut forced = input(&emu, &ty, 1);
+    forced["force"] = json!(true); // the same recipe and base AMI: only a forced bake bakes
+    let (_, second) = emu.bake(&format!("{ty}-2"), &forced).await;
     assert_eq!(
         second.status,
         ExecutionStatus::Succeeded,
@@ -219,6 +233,160 @@ async fn second_bake_becomes_current_and_keeps_the_first_in_history() {
             .as_deref(),
         Some(current_image)
     );
+}
+
+/// Points `parameter` (in the build region) at `ami`: a recipe's `base_ami_parameter`, moved by a test.
+async fn set_base(emu: &Emulator, parameter: &str, ami: &str) {
+    emu.ssm(BUILD)
+        .put_parameter()
+        .name(parameter)
+        .value(ami)
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .overwrite(true)
+        .send()
+        .await
+        .expect("PutParameter");
+}
+
+#[tokio::test]
+async fn unchanged_recipe_and_base_launch_nothing_until_the_base_moves_or_the_bake_is_forced() {
+    let _serial = SERIAL.lock().await;
+    let emu = Emulator::from_env().await;
+    let ty = unique_type("it-same");
+    let parameter = format!("/golden-ami/base/{ty}");
+    set_base(&emu, &parameter, &emu.base_ami).await;
+    let mut recipe = emu.recipe(&ty, &COPIES[..1]);
+    recipe["base_ami_parameter"] = json!(parameter);
+    let request = json!({ "type": ty, "recipe": recipe, "pollSeconds": 1 });
+    let builders = || async {
+        emu.instances(BUILD, &[(tags::ROLE, "builder"), (tags::TYPE, &ty)])
+            .await
+            .len()
+    };
+    let (_, first) = emu.bake(&format!("{ty}-1"), &request).await;
+    assert_eq!(
+        first.status,
+        ExecutionStatus::Succeeded,
+        "{:?}",
+        first.cause
+    );
+    let manifest = emu.manifest().await.expect("manifest");
+    let v1 = manifest["types"][&ty]["versions"][0].clone();
+    let hash = v1["recipeHash"].as_str().expect("recipeHash").to_owned();
+
+    // WHEN the same recipe is baked again on the same base AMI
+    let (_, again) = emu.bake(&format!("{ty}-2"), &request).await;
+    // THEN the bake succeeds with the outcome unchanged, naming the current version and what it was built from
+    assert_eq!(
+        again.status,
+        ExecutionStatus::Succeeded,
+        "{:?}",
+        again.cause
+    );
+    let out = again.output.expect("an output");
+    assert_eq!(out["outcome"], "unchanged", "{out}");
+    assert_eq!(out["current"], v1["version"], "{out}");
+    assert_eq!(out["images"], v1["images"], "{out}");
+    assert_eq!(out["recipeHash"], hash.as_str());
+    assert_eq!(out["sourceAmi"], emu.base_ami.as_str());
+    assert!(
+        out["reason"].as_str().is_some_and(|r| r.contains("force")),
+        "the reason says how to bake anyway: {out}"
+    );
+    assert!(out.get("builder").is_none(), "{out}");
+    // and launched, locked and published nothing
+    assert_eq!(builders().await, 1, "no second builder");
+    assert_eq!(
+        emu.manifest().await.expect("manifest")["generation"],
+        manifest["generation"],
+        "the manifest is not written"
+    );
+    assert!(emu.object(&format!("locks/{ty}.json")).await.is_none());
+
+    // WHEN the base AMI the recipe resolves moves, the same recipe bakes
+    let (new_base, _) = emu
+        .register_image(
+            BUILD,
+            &format!("base-{ty}-2"),
+            &[("purpose", "a newer base")],
+        )
+        .await;
+    set_base(&emu, &parameter, &new_base).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // versions are UTC seconds
+    let (_, moved) = emu.bake(&format!("{ty}-3"), &request).await;
+    assert_eq!(
+        moved.status,
+        ExecutionStatus::Succeeded,
+        "{:?}",
+        moved.cause
+    );
+    let moved = moved.output.expect("an output");
+    assert!(moved.get("outcome").is_none(), "{moved}");
+    assert_eq!(builders().await, 2);
+    let entry = &emu.manifest().await.expect("manifest")["types"][&ty];
+    assert_eq!(entry["current"], moved["published"]["version"]);
+    assert_eq!(entry["versions"][0]["sourceAmi"], new_base.as_str());
+    assert_eq!(
+        entry["versions"][0]["recipeHash"],
+        hash.as_str(),
+        "same recipe"
+    );
+
+    // WHEN it is forced, an unchanged bake bakes
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut forced = request.clone();
+    forced["force"] = json!(true);
+    let (_, forced) = emu.bake(&format!("{ty}-4"), &forced).await;
+    assert_eq!(
+        forced.status,
+        ExecutionStatus::Succeeded,
+        "{:?}",
+        forced.cause
+    );
+    assert_eq!(builders().await, 3);
+    let versions = emu.manifest().await.expect("manifest")["types"][&ty]["versions"]
+        .as_array()
+        .map(Vec::len);
+    assert_eq!(versions, Some(3));
+}
+
+#[tokio::test]
+async fn a_recipe_with_rebuild_always_is_launched_even_when_unchanged() {
+    let _serial = SERIAL.lock().await;
+    let emu = Emulator::from_env().await;
+    let services = emu.services(&[]).await;
+    let ty = unique_type("it-always");
+    let mut recipe = emu.recipe(&ty, &[]);
+    recipe["rebuild"] = json!("always");
+    let hash = golden_core::recipe::Recipe::from_json_value(recipe.clone(), "test")
+        .expect("valid recipe")
+        .content_hash();
+    // GIVEN the current version was baked from this very recipe and base AMI
+    let v = golden_it::version(1);
+    let mut current = golden_it::entry(
+        &v,
+        &std::collections::BTreeMap::from([(BUILD.to_owned(), emu.base_ami.clone())]),
+        golden_core::manifest::VersionStatus::Published,
+    );
+    current.recipe_hash = Some(hash);
+    current.source_ami = emu.base_ami.clone();
+    golden_core::publishing::update_manifest(services.store.as_ref(), services.now(), |m| {
+        m.add_version(&ty, current.clone(), true)
+    })
+    .await
+    .expect("manifest");
+    // WHEN launch-builder runs it
+    let exec = format!("arn:aws:states:us-east-1:123456789012:execution:bake:{ty}");
+    let launch =
+        json!({ "input": { "type": ty, "recipe": recipe, "pollSeconds": 1 }, "executionId": exec });
+    let state = ok(emu.invoke("launch-builder", &launch), "launch");
+    // THEN it launches a builder, since the recipe says its result depends on more than the recipe
+    assert!(state.get("outcome").is_none(), "{state}");
+    assert!(state["builder"]["instanceId"].is_string(), "{state}");
+    let end = json!({ "outcome": "failed", "executionId": exec, "state": state });
+    ok(emu.invoke("terminate-builder", &end), "terminate-builder");
+    let builder = state["builder"]["instanceId"].as_str().unwrap_or_default();
+    assert_eq!(emu.instance_state(BUILD, builder).await, "terminated");
 }
 
 #[tokio::test]

@@ -565,6 +565,7 @@ pub fn entry(
     status: VersionStatus,
 ) -> VersionEntry {
     VersionEntry {
+        recipe_hash: None,
         extra: Default::default(),
         version: v.clone(),
         created_at: v.created_at(),

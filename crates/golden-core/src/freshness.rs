@@ -441,6 +441,7 @@ mod tests {
         revoked: Option<&str>,
     ) -> VersionEntry {
         VersionEntry {
+            recipe_hash: None,
             extra: Default::default(),
             version: Version::from_datetime(created),
             created_at: created,

@@ -67,6 +67,11 @@ pub struct VersionEntry {
     pub version: Version,
     pub created_at: DateTime<Utc>,
     pub source_ami: String,
+    /// The recipe it was baked from ([`crate::recipe::Recipe::content_hash`]); with `source_ami`, what a
+    /// bake compares to skip an unchanged rebuild. Optional in schema 1: versions published before it
+    /// have none, and the next bake of their type bakes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe_hash: Option<String>,
     /// The Step Functions execution ARN that baked it.
     pub execution: String,
     /// Region -> AMI id.
@@ -547,6 +552,7 @@ mod tests {
 
     fn entry(n: i64, regions: &[&str]) -> VersionEntry {
         VersionEntry {
+            recipe_hash: None,
             extra: Default::default(),
             version: v(n),
             created_at: v(n).created_at(),

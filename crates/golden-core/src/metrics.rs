@@ -27,6 +27,25 @@ pub fn published(stack: &str, image_type: &str, version: &str, at: DateTime<Utc>
     })
 }
 
+/// `Unchanged` = 1 for `image_type`: a bake ended early because its recipe and base AMI are the current
+/// version's (launch-builder). With `Published`, what the stack's per-type "no bake" alarm sums.
+pub fn unchanged(stack: &str, image_type: &str, current: &str, at: DateTime<Utc>) -> Value {
+    json!({
+        "_aws": {
+            "Timestamp": at.timestamp_millis(),
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [["Stack", "Type"]],
+                "Metrics": [{"Name": "Unchanged", "Unit": "Count"}],
+            }],
+        },
+        "Stack": stack,
+        "Type": image_type,
+        "Unchanged": 1,
+        "Current": current,
+    })
+}
+
 /// `PinnedLaunches` = `count` for `image_type`: instances found running an outdated image their launcher
 /// still names (freshness's `PinnedLauncher`). Also under the Stack dimension alone, which the stack's alarm
 /// watches for every type at once.

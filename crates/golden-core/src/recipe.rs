@@ -27,6 +27,25 @@ pub enum Platform {
     Windows,
 }
 
+/// When a bake may end early because nothing it builds from changed (docs/stages.md "Unchanged").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rebuild {
+    /// Bake only when the recipe or the resolved base AMI differs from the current version's; a bake
+    /// request with `"force": true` bakes anyway.
+    #[default]
+    Changed,
+    /// Bake every time: for recipes whose result depends on what the recipe does not hold, such as a
+    /// puppet server's manifests.
+    Always,
+}
+
+impl Rebuild {
+    fn is_default(&self) -> bool {
+        *self == Rebuild::default()
+    }
+}
+
 /// One image type's bake. Field names are the TOML/JSON keys.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,6 +98,11 @@ pub struct Recipe {
     /// KMS key per region (build or copy region), e.g. `{ "us-west-2" = "arn:aws:kms:us-west-2:...:key/..." }`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub kms_key_ids: BTreeMap<String, String>,
+    /// `changed` (the default): a bake whose recipe and base AMI equal the current version's ends early;
+    /// `always`: never. Left out of the JSON form when default, so recipes that do not set it keep their
+    /// [`Recipe::content_hash`].
+    #[serde(default, skip_serializing_if = "Rebuild::is_default")]
+    pub rebuild: Rebuild,
 }
 
 /// What runs on the builder to turn the base image into the golden one (usually a puppet run).
@@ -279,6 +303,16 @@ impl Recipe {
         let mut out = serde_json::to_vec_pretty(self).unwrap_or_default();
         out.push(b'\n');
         out
+    }
+
+    /// `sha256:` and the hex SHA-256 of [`Recipe::to_json_vec`]: the same for the same recipe however it
+    /// was written (TOML layout, comments, key order, defaults spelt out or not), different when anything a
+    /// bake uses changes. Images, snapshots and manifest versions carry it (`golden-ami:recipe-hash`).
+    pub fn content_hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(self.to_json_vec());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        format!("sha256:{hex}")
     }
 
     /// The KMS key that encrypts the image's volumes in `region`: that region's entry of `kms_key_ids`,
@@ -722,6 +756,11 @@ const SCHEMA: &[Field] = &[
         "kms_key_ids",
         Kind::StrMap,
         "region = key, e.g. { us-west-2 = \"arn:aws:kms:...\" }",
+    ),
+    opt(
+        "rebuild",
+        Kind::OneOf(&["changed", "always"]),
+        "changed (default): skip a bake when the recipe and base AMI are the current version's",
     ),
 ];
 
@@ -1274,6 +1313,75 @@ volume_size_gb = 150
     fn valid_json() -> Value {
         let recipe = Recipe::from_toml_str(VALID, "valid.toml").unwrap();
         serde_json::from_slice(&recipe.to_json_vec()).unwrap()
+    }
+
+    #[test]
+    fn content_hash_ignores_how_the_recipe_is_written_but_not_what_it_says() {
+        let recipe = Recipe::from_toml_str(VALID, "valid.toml").unwrap();
+        let hash = recipe.content_hash();
+        assert!(
+            hash.starts_with("sha256:") && hash.len() == 7 + 64,
+            "{hash}"
+        );
+        // The same recipe with its defaults spelt out, comments and keys moved, and as pushed JSON.
+        let rewritten =
+            format!("# a comment\nrebuild = \"changed\"\nassociate_public_ip = false\n{VALID}");
+        assert_eq!(
+            Recipe::from_toml_str(&rewritten, "x.toml")
+                .unwrap()
+                .content_hash(),
+            hash
+        );
+        let pushed = Recipe::from_json_slice(&recipe.to_json_vec(), "pushed").unwrap();
+        assert_eq!(pushed.content_hash(), hash);
+        // Pinned: a change to the JSON form (a renamed field, a new field without skip_serializing_if) would
+        // re-bake every type once; this assertion makes such a change deliberate.
+        assert_eq!(
+            hash,
+            "sha256:717f4976b9f0d2b7b5338d8551bdf442ec0a51d8465639c3829f22a5bc7c4a58",
+        );
+        // Anything a bake uses changes it.
+        for (field, value) in [
+            ("instance_type", json!("c6i.2xlarge")),
+            ("copy_to_regions", json!(["us-west-2"])),
+            ("tags", json!({"team": "other"})),
+            ("rebuild", json!("always")),
+        ] {
+            let mut v = valid_json();
+            v[field] = value;
+            let changed = Recipe::from_json_value(v, "test").unwrap();
+            assert_ne!(changed.content_hash(), hash, "{field}");
+        }
+        let mut v = valid_json();
+        v["provision"]["commands"] = json!(["puppet agent --test --noop"]);
+        assert_ne!(
+            Recipe::from_json_value(v, "test").unwrap().content_hash(),
+            hash
+        );
+    }
+
+    #[test]
+    fn rebuild_is_changed_or_always() {
+        assert_eq!(
+            Recipe::from_toml_str(VALID, "v").unwrap().rebuild,
+            Rebuild::Changed
+        );
+        let mut v = valid_json();
+        v["rebuild"] = json!("always");
+        assert_eq!(
+            Recipe::from_json_value(v, "t").unwrap().rebuild,
+            Rebuild::Always
+        );
+        let mut v = valid_json();
+        v["rebuild"] = json!("sometimes");
+        let problems = problems_of(v);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].path, "rebuild");
+        assert!(
+            problems[0].message.contains("always"),
+            "{}",
+            problems[0].message
+        );
     }
 
     fn problems_of(v: Value) -> Vec<Problem> {

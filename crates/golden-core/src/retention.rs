@@ -525,6 +525,7 @@ mod tests {
     /// A manifest version entry of `TY`.
     fn version_entry(days: i64, images: &[(&str, &str)], revoked: bool) -> VersionEntry {
         VersionEntry {
+            recipe_hash: None,
             extra: Default::default(),
             version: v(days),
             created_at: v(days).created_at(),

@@ -17,6 +17,8 @@ pub const VERSION: &str = "golden-ami:version";
 pub const EXECUTION: &str = "golden-ami:execution";
 /// The base AMI an image was built from.
 pub const SOURCE_AMI: &str = "golden-ami:source-ami";
+/// The recipe an image was baked from: [`crate::recipe::Recipe::content_hash`], `sha256:<hex>`.
+pub const RECIPE_HASH: &str = "golden-ami:recipe-hash";
 /// `true` keeps an image from ever being pruned.
 pub const KEEP: &str = "golden-ami:keep";
 /// `true` keeps an instance out of freshness enforcement.
@@ -46,6 +48,7 @@ mod tests {
             VERSION,
             EXECUTION,
             SOURCE_AMI,
+            RECIPE_HASH,
             KEEP,
             EXEMPT,
             "aws:cloudformation:stack-name",

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use aws_sdk_sfn::types::{ExecutionStatus, HistoryEvent};
-use golden_core::bake::launch::recipe_key;
+use golden_core::bake::launch::{recipe_key, OUTCOME_UNCHANGED};
 use golden_core::lifecycle::{reap, Trigger};
 use golden_core::ports::ObjectStore;
 use golden_core::publishing::read_manifest;
@@ -84,6 +84,13 @@ pub struct BakeReport {
     pub image_type: String,
     /// RUNNING (without --wait), SUCCEEDED, FAILED, TIMED_OUT or ABORTED.
     pub status: String,
+    /// With --wait, on success: `published` (a new version), or `unchanged` (nothing was launched: the
+    /// recipe and base AMI are the current version's, which `version` names).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// For an unchanged bake: why, and how to bake anyway.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// With --wait: seconds from start to end.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub elapsed_seconds: Option<u64>,
@@ -107,6 +114,7 @@ pub async fn bake(
     image_type: &str,
     wait: bool,
     poll_seconds: Option<u32>,
+    force: bool,
     format: Format,
 ) -> anyhow::Result<u8> {
     let store = d.store()?;
@@ -116,6 +124,9 @@ pub async fn bake(
     let mut input = serde_json::json!({ "type": image_type });
     if let Some(p) = poll_seconds {
         input["pollSeconds"] = p.into();
+    }
+    if force {
+        input["force"] = true.into();
     }
     let started = sfn(d)
         .start_execution()
@@ -136,6 +147,8 @@ pub async fn bake(
         name,
         image_type: image_type.to_owned(),
         status: "RUNNING".into(),
+        outcome: None,
+        reason: None,
         elapsed_seconds: None,
         version: None,
         images: BTreeMap::new(),
@@ -163,8 +176,23 @@ pub async fn bake(
             .output()
             .and_then(|o| serde_json::from_str(o).ok())
             .unwrap_or_default();
-        let published = &output["published"];
-        report.version = published["version"].as_str().map(str::to_owned);
+        let unchanged = output["outcome"] == OUTCOME_UNCHANGED;
+        let published = if unchanged {
+            report.reason = output["reason"].as_str().map(str::to_owned);
+            report.version = output["current"].as_str().map(str::to_owned);
+            &output
+        } else {
+            report.version = output["published"]["version"].as_str().map(str::to_owned);
+            &output["published"]
+        };
+        report.outcome = Some(
+            if unchanged {
+                OUTCOME_UNCHANGED
+            } else {
+                "published"
+            }
+            .to_owned(),
+        );
         if let Some(images) = published["images"].as_object() {
             report.images = images
                 .iter()
@@ -199,6 +227,12 @@ fn render_bake(r: &BakeReport) -> String {
         vec!["Type".into(), r.image_type.clone()],
         vec!["Status".into(), status],
     ];
+    if let Some(o) = &r.outcome {
+        rows.push(vec!["Outcome".into(), o.clone()]);
+    }
+    if let Some(why) = &r.reason {
+        rows.push(vec!["Why".into(), why.clone()]);
+    }
     if let Some(s) = r.elapsed_seconds {
         rows.push(vec!["Elapsed".into(), ui::clock(Duration::from_secs(s))]);
     }

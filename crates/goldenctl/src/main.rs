@@ -82,6 +82,10 @@ enum Command {
     /// Start a bake of TYPE now (execution named TYPE-<UTC time>) from its pushed recipe. With --wait,
     /// follow it: each state as it starts and ends, then the version and image per region, or the error
     /// and its cause (a failed command's stderr tail). Exit 0 on success, 1 on failure.
+    ///
+    /// A bake whose recipe and base AMI are those of the type's current version launches nothing and
+    /// ends SUCCEEDED with outcome "unchanged" (unless the recipe says rebuild = "always"); --force bakes
+    /// anyway, e.g. after the puppet manifests changed.
     Bake {
         #[arg(value_name = "TYPE")]
         image_type: String,
@@ -92,6 +96,9 @@ enum Command {
         /// state machine default; the deployment's minimum applies).
         #[arg(long, value_name = "SECONDS")]
         poll_seconds: Option<u32>,
+        /// Bake even if the recipe and base AMI are the current version's.
+        #[arg(long)]
+        force: bool,
     },
     /// The most recent bake executions, newest first, with their type (from the input) and status.
     Executions {
@@ -309,7 +316,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             image_type,
             wait,
             poll_seconds,
-        } => bake::bake(&deployment, &image_type, wait, poll_seconds, out).await,
+            force,
+        } => bake::bake(&deployment, &image_type, wait, poll_seconds, force, out).await,
         Command::Executions { image_type, limit } => {
             bake::executions(&deployment, image_type.as_deref(), limit, out).await
         }

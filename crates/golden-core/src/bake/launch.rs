@@ -2,17 +2,19 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::lock::{self, LockRecord};
 use super::{client_token, BakeState, BuilderRef, Poll, Services};
 use crate::error::{Error, Result};
+use crate::manifest::{Manifest, VersionEntry, VersionStatus};
 use crate::ports::{BlockDeviceSpec, LaunchSpec};
-use crate::recipe::{is_valid_type_name, Recipe};
+use crate::publishing::read_manifest;
+use crate::recipe::{is_valid_type_name, Rebuild, Recipe};
 use crate::tags;
 use crate::version::Version;
 
-/// The execution input (docs/stages.md): `{"type": ..., "recipe"?: {...}, "pollSeconds"?: n}`.
+/// The execution input (docs/stages.md): `{"type": ..., "recipe"?: {...}, "pollSeconds"?: n, "force"?: bool}`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BakeRequest {
@@ -23,6 +25,9 @@ pub struct BakeRequest {
     pub recipe: Option<serde_json::Value>,
     #[serde(default)]
     pub poll_seconds: Option<u32>,
+    /// Bake even when the recipe and base AMI are the current version's.
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// launch-builder's payload: the execution input and `$$.Execution.Id`.
@@ -31,6 +36,53 @@ pub struct BakeRequest {
 pub struct LaunchInput {
     pub input: BakeRequest,
     pub execution_id: String,
+}
+
+/// What launch-builder returns: the bake state for the next stages, or the bake's end because nothing it
+/// builds from changed. The Choice after LaunchBuilder tells them apart by `outcome`, which only
+/// [`Unchanged`] has.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Launched {
+    Bake(Box<BakeState>),
+    Unchanged(Unchanged),
+}
+
+/// The value of [`Unchanged::outcome`].
+pub const OUTCOME_UNCHANGED: &str = "unchanged";
+
+/// A bake that ended before launching anything: the recipe and the resolved base AMI are those of the
+/// type's current version. This is the execution's output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Unchanged {
+    /// Always [`OUTCOME_UNCHANGED`].
+    pub outcome: String,
+    #[serde(rename = "type")]
+    pub image_type: String,
+    /// The current version, which already is what this bake would make.
+    pub current: Version,
+    /// Its images, region -> AMI id.
+    pub images: BTreeMap<String, String>,
+    pub recipe_hash: String,
+    pub source_ami: String,
+    /// A sentence for the operator, with how to bake anyway.
+    pub reason: String,
+}
+
+/// The type's current version if it was baked from exactly `recipe_hash` and `source_ami` (and is
+/// published), i.e. if a bake now would make the same image again.
+pub fn unchanged_current<'m>(
+    manifest: &'m Manifest,
+    image_type: &str,
+    recipe_hash: &str,
+    source_ami: &str,
+) -> Option<&'m VersionEntry> {
+    manifest.current(image_type).filter(|current| {
+        current.status == VersionStatus::Published
+            && current.recipe_hash.as_deref() == Some(recipe_hash)
+            && current.source_ami == source_ami
+    })
 }
 
 pub const DEFAULT_POLL_SECONDS: u32 = 30;
@@ -96,7 +148,7 @@ async fn resolve_base_ami(services: &Services, recipe: &Recipe) -> Result<String
     }
 }
 
-pub async fn handle(services: &Services, input: LaunchInput) -> Result<BakeState> {
+pub async fn handle(services: &Services, input: LaunchInput) -> Result<Launched> {
     let request = &input.input;
     if !is_valid_type_name(&request.image_type) {
         return Err(Error::InvalidInput(format!(
@@ -116,6 +168,9 @@ pub async fn handle(services: &Services, input: LaunchInput) -> Result<BakeState
     let recipe = load_recipe(services, request).await?;
     super::check_recipe_regions(&services.config, &recipe)?;
     let source_ami = resolve_base_ami(services, &recipe).await?;
+    if let Some(unchanged) = skip_unchanged(services, request, &recipe, &source_ami).await? {
+        return Ok(Launched::Unchanged(unchanged));
+    }
 
     let now = services.now();
     let wanted = LockRecord {
@@ -152,7 +207,7 @@ pub async fn handle(services: &Services, input: LaunchInput) -> Result<BakeState
         }
     };
 
-    Ok(BakeState {
+    Ok(Launched::Bake(Box::new(BakeState {
         image_type: recipe.image_type.clone(),
         execution_id: input.execution_id.clone(),
         version: held.version.clone(),
@@ -171,7 +226,55 @@ pub async fn handle(services: &Services, input: LaunchInput) -> Result<BakeState
         image: None,
         copies: None,
         published: None,
-    })
+    })))
+}
+
+/// The bake's end if it would only make the current version again (and may skip: not forced, the recipe
+/// not `rebuild = "always"`). Reads the manifest; writes nothing.
+async fn skip_unchanged(
+    services: &Services,
+    request: &BakeRequest,
+    recipe: &Recipe,
+    source_ami: &str,
+) -> Result<Option<Unchanged>> {
+    if request.force || recipe.rebuild == Rebuild::Always {
+        return Ok(None);
+    }
+    let (manifest, _) = read_manifest(services.store.as_ref(), services.now()).await?;
+    let recipe_hash = recipe.content_hash();
+    let Some(current) = unchanged_current(&manifest, &recipe.image_type, &recipe_hash, source_ami)
+    else {
+        return Ok(None);
+    };
+    let reason = format!(
+        "{} {} is already baked from this recipe ({recipe_hash}) and base AMI {source_ami}; nothing was \
+         launched. To bake anyway: start the bake with {{\"force\": true}} (goldenctl bake {} --force), or \
+         set rebuild = \"always\" in the recipe if it depends on what the recipe does not hold (a puppet \
+         server's manifests)",
+        recipe.image_type, current.version, recipe.image_type
+    );
+    tracing::info!(r#type = %recipe.image_type, current = %current.version, %recipe_hash, %source_ami, "unchanged: not baking");
+    if let Some(stack) = &services.config.stack_name {
+        // The stack's "no bake for N days" alarm counts an unchanged bake as one that kept the type current.
+        println!(
+            "{}",
+            crate::metrics::unchanged(
+                stack,
+                &recipe.image_type,
+                current.version.as_ref(),
+                services.now()
+            )
+        );
+    }
+    Ok(Some(Unchanged {
+        outcome: OUTCOME_UNCHANGED.to_owned(),
+        image_type: recipe.image_type.clone(),
+        current: current.version.clone(),
+        images: current.images.clone(),
+        recipe_hash,
+        source_ami: source_ami.to_owned(),
+        reason,
+    }))
 }
 
 /// The builder's RunInstances request: the recipe's network and profile, IMDSv2 only, tagged as ours.
@@ -207,5 +310,67 @@ pub fn launch_spec(recipe: &Recipe, lock: &LockRecord, source_ami: &str) -> Laun
             .collect(),
         tags,
         client_token: client_token(&lock.execution_id, "launch"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::Manifest;
+    use chrono::{TimeZone, Utc};
+
+    fn manifest_with(recipe_hash: Option<&str>, source_ami: &str) -> (Manifest, Version) {
+        let at = Utc
+            .with_ymd_and_hms(2026, 11, 25, 1, 15, 0)
+            .single()
+            .expect("valid time");
+        let version = Version::from_datetime(at);
+        let mut m = Manifest::empty(at);
+        let entry = VersionEntry {
+            recipe_hash: recipe_hash.map(str::to_owned),
+            extra: Default::default(),
+            version: version.clone(),
+            created_at: at,
+            source_ami: source_ami.to_owned(),
+            execution: "arn:aws:states:us-east-1:123456789012:execution:bake:x".into(),
+            images: BTreeMap::from([("us-east-1".to_owned(), "ami-0aaaaaaaaaaaaaaaa".to_owned())]),
+            status: VersionStatus::Published,
+            revoked_reason: None,
+            revoked_at: None,
+        };
+        m.add_version("bld-linux64", entry, true).expect("add");
+        (m, version)
+    }
+
+    #[test]
+    fn only_the_same_recipe_hash_and_base_ami_as_the_current_version_is_unchanged() {
+        let (m, v) = manifest_with(Some("sha256:aa"), "ami-0123456789abcdef0");
+        let same = unchanged_current(&m, "bld-linux64", "sha256:aa", "ami-0123456789abcdef0");
+        assert_eq!(same.map(|e| &e.version), Some(&v));
+        for (hash, base, ty) in [
+            ("sha256:bb", "ami-0123456789abcdef0", "bld-linux64"),
+            ("sha256:aa", "ami-0fedcba9876543210", "bld-linux64"),
+            ("sha256:aa", "ami-0123456789abcdef0", "tst-linux64"),
+        ] {
+            assert!(
+                unchanged_current(&m, ty, hash, base).is_none(),
+                "{hash} {base} {ty}"
+            );
+        }
+        // A version published before recipe hashes were recorded is never taken as unchanged.
+        let (old, _) = manifest_with(None, "ami-0123456789abcdef0");
+        assert!(
+            unchanged_current(&old, "bld-linux64", "sha256:aa", "ami-0123456789abcdef0").is_none()
+        );
+    }
+
+    #[test]
+    fn force_is_optional_in_the_execution_input_and_unknown_fields_are_refused() {
+        let plain: BakeRequest = serde_json::from_str(r#"{"type": "bld-linux64"}"#).expect("parse");
+        assert!(!plain.force);
+        let forced: BakeRequest =
+            serde_json::from_str(r#"{"type": "bld-linux64", "force": true}"#).expect("parse");
+        assert!(forced.force);
+        assert!(serde_json::from_str::<BakeRequest>(r#"{"type": "x", "forced": true}"#).is_err());
     }
 }

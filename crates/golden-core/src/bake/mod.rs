@@ -215,7 +215,8 @@ pub fn client_token(execution_id: &str, purpose: &str) -> String {
     format!("golden-{}", &hex[..48])
 }
 
-/// The tags every golden image and its snapshots carry (DESIGN.md "Tags"), over the recipe's own tags.
+/// The tags every golden image and its snapshots carry (DESIGN.md "Tags"), over the recipe's own tags:
+/// with the source AMI and the recipe hash, what it was built from.
 pub fn image_tags(
     recipe: &Recipe,
     version: &Version,
@@ -228,6 +229,7 @@ pub fn image_tags(
     t.insert(tags::VERSION.into(), version.to_string());
     t.insert(tags::EXECUTION.into(), execution_id.into());
     t.insert(tags::SOURCE_AMI.into(), source_ami.into());
+    t.insert(tags::RECIPE_HASH.into(), recipe.content_hash());
     t.insert(tags::NAME.into(), image_name(&recipe.image_type, version));
     t
 }

@@ -35,6 +35,7 @@ pub async fn handle(services: &Services, bake: BakeState) -> Result<Published> {
         )));
     }
     let entry = VersionEntry {
+        recipe_hash: Some(bake.recipe.content_hash()),
         extra: Default::default(),
         version: bake.version.clone(),
         created_at: bake.version.created_at(),

@@ -134,6 +134,7 @@ pub async fn put(emu: &Emulator, bucket: &str, key: &str, body: Vec<u8>) {
 pub fn entry(version: &str, images: &[(&str, &str)], status: VersionStatus) -> VersionEntry {
     let version = Version::parse(version).expect("a version");
     VersionEntry {
+        recipe_hash: None,
         extra: Default::default(),
         created_at: version.created_at(),
         version,
