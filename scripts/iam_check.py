@@ -390,9 +390,9 @@ def ec2_auths(call: dict) -> list[Auth]:
         return [Auth(f"ec2:{op}", "*")]
     if op in ("TerminateInstances", "StopInstances", "StartInstances", "RebootInstances"):
         return [on(i) for i in indexed(params, "InstanceId")]
-    if op in ("DeregisterImage", "EnableImageDeprecation", "DisableImageDeprecation"):
+    if op in ("DeregisterImage", "EnableImageDeprecation", "DisableImageDeprecation", "ModifyImageAttribute"):
         return [on(params["ImageId"])]
-    if op == "DeleteSnapshot":
+    if op in ("DeleteSnapshot", "ModifySnapshotAttribute"):
         return [on(params["SnapshotId"])]
     if op == "CreateTags":
         requested = request_tag_context(tag_list(params, "Tag"))

@@ -72,6 +72,10 @@ async fn bake_with_two_copy_regions_publishes_tagged_images_and_leaves_nothing_r
         .expect("the test recipe is valid");
     let recipe_hash = published["recipeHash"].as_str().expect("recipeHash");
     assert_eq!(recipe_hash, recipe.content_hash());
+    assert!(
+        published.get("sharedWith").is_none(),
+        "shared with no one: {published}"
+    );
 
     for region in [BUILD, COPIES[0], COPIES[1]] {
         // each region has exactly one image of this type, the published one, tagged per DESIGN.md
@@ -233,6 +237,86 @@ async fn second_bake_becomes_current_and_keeps_the_first_in_history() {
             .as_deref(),
         Some(current_image)
     );
+}
+
+#[tokio::test]
+async fn a_shared_recipes_images_and_snapshots_are_shared_in_every_region_and_the_manifest_says_with_whom(
+) {
+    let _serial = SERIAL.lock().await;
+    let emu = Emulator::from_env().await;
+    let ty = unique_type("it-share");
+    let (account, org, ou) = (
+        "111122223333",
+        "arn:aws:organizations::111122223333:organization/o-exampleorg",
+        "arn:aws:organizations::111122223333:ou/o-exampleorg/ou-ab12-cdef3456",
+    );
+    let mut recipe = emu.recipe(&ty, &COPIES[..1]);
+    recipe["share"] =
+        json!({ "accounts": [account], "organizations": [org], "organizational_units": [ou] });
+    let (_, done) = emu
+        .bake(
+            &format!("{ty}-1"),
+            &json!({ "type": ty, "recipe": recipe, "pollSeconds": 1 }),
+        )
+        .await;
+    assert_eq!(done.status, ExecutionStatus::Succeeded, "{:?}", done.cause);
+
+    let manifest = emu.manifest().await.expect("manifest");
+    let published = &manifest["types"][&ty]["versions"][0];
+    assert_eq!(
+        published["sharedWith"],
+        json!({ "accounts": [account], "organizations": [org], "organizationalUnits": [ou] })
+    );
+    let images = published["images"].as_object().expect("images");
+    assert_eq!(images.len(), 2);
+    for (region, image_id) in images {
+        let image_id = image_id.as_str().expect("id");
+        let ec2 = emu.ec2(region);
+        let attribute = ec2
+            .describe_image_attribute()
+            .image_id(image_id)
+            .attribute(aws_sdk_ec2::types::ImageAttributeName::LaunchPermission)
+            .send()
+            .await
+            .expect("DescribeImageAttribute");
+        let mut granted: Vec<String> = attribute
+            .launch_permissions()
+            .iter()
+            .filter_map(|p| {
+                p.user_id()
+                    .or(p.organization_arn())
+                    .or(p.organizational_unit_arn())
+                    .map(str::to_owned)
+            })
+            .collect();
+        granted.sort();
+        assert_eq!(
+            granted,
+            [account, org, ou].map(str::to_owned),
+            "{region} {image_id}"
+        );
+        let snapshots = emu.images(region, &[(tags::TYPE, &ty)]).await[0]
+            .block_device_mappings()
+            .iter()
+            .filter_map(|m| m.ebs()?.snapshot_id().map(str::to_owned))
+            .collect::<Vec<_>>();
+        assert!(!snapshots.is_empty(), "{region}");
+        for snapshot_id in snapshots {
+            let attribute = ec2
+                .describe_snapshot_attribute()
+                .snapshot_id(&snapshot_id)
+                .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
+                .send()
+                .await
+                .expect("DescribeSnapshotAttribute");
+            let users: Vec<&str> = attribute
+                .create_volume_permissions()
+                .iter()
+                .filter_map(|p| p.user_id())
+                .collect();
+            assert_eq!(users, [account], "{region} {snapshot_id}");
+        }
+    }
 }
 
 /// Points `parameter` (in the build region) at `ami`: a recipe's `base_ami_parameter`, moved by a test.

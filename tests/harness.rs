@@ -566,6 +566,7 @@ pub fn entry(
 ) -> VersionEntry {
     VersionEntry {
         recipe_hash: None,
+        shared_with: None,
         extra: Default::default(),
         version: v.clone(),
         created_at: v.created_at(),

@@ -442,6 +442,7 @@ mod tests {
     ) -> VersionEntry {
         VersionEntry {
             recipe_hash: None,
+            shared_with: None,
             extra: Default::default(),
             version: Version::from_datetime(created),
             created_at: created,

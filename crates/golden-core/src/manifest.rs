@@ -72,6 +72,10 @@ pub struct VersionEntry {
     /// have none, and the next bake of their type bakes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recipe_hash: Option<String>,
+    /// Who else may launch its images (the recipe's `share`, as applied at publish). Optional in schema 1:
+    /// absent when the images are the account's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_with: Option<SharedWith>,
     /// The Step Functions execution ARN that baked it.
     pub execution: String,
     /// Region -> AMI id.
@@ -85,6 +89,29 @@ pub struct VersionEntry {
     /// by this build never drops them (DESIGN: readers ignore fields they do not know).
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// A version's sharing, as the manifest says it (camelCase like the rest of it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SharedWith {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accounts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub organizations: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub organizational_units: Vec<String>,
+}
+
+impl SharedWith {
+    /// What a recipe's `share` gives, or `None` for a recipe that shares with no one.
+    pub fn of(share: &crate::recipe::Share) -> Option<SharedWith> {
+        (!share.is_empty()).then(|| SharedWith {
+            accounts: share.accounts.clone(),
+            organizations: share.organizations.clone(),
+            organizational_units: share.organizational_units.clone(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -553,6 +580,7 @@ mod tests {
     fn entry(n: i64, regions: &[&str]) -> VersionEntry {
         VersionEntry {
             recipe_hash: None,
+            shared_with: None,
             extra: Default::default(),
             version: v(n),
             created_at: v(n).created_at(),

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::error::Result;
+use crate::recipe::Share;
 
 /// An EC2 instance, reduced to what the pipeline looks at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,6 +145,16 @@ pub trait Ec2: Send + Sync {
     /// that no longer exists is left alone.
     async fn deprecate_image(&self, region: &str, image_id: &str, at: DateTime<Utc>) -> Result<()>;
     async fn delete_snapshot(&self, region: &str, snapshot_id: &str) -> Result<()>;
+    /// Adds `share`'s accounts, organizations and OUs to the image's launch permission (adding what is
+    /// already there changes nothing).
+    async fn share_image(&self, region: &str, image_id: &str, share: &Share) -> Result<()>;
+    /// Adds `accounts` to the snapshot's create-volume permission.
+    async fn share_snapshot(
+        &self,
+        region: &str,
+        snapshot_id: &str,
+        accounts: &[String],
+    ) -> Result<()>;
 }
 
 /// The result of one SSM command on one instance.

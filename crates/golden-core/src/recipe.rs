@@ -46,6 +46,31 @@ impl Rebuild {
     }
 }
 
+/// Who else may use the images: launch them (every image and copy's launch permission) and, for accounts,
+/// create volumes from their snapshots (create-volume permission; EC2 cannot share a snapshot with an
+/// organization or OU, whose members launch the image without it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Share {
+    /// 12-digit account ids.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accounts: Vec<String>,
+    /// `arn:aws:organizations::<management account>:organization/o-...`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub organizations: Vec<String>,
+    /// `arn:aws:organizations::<management account>:ou/o-.../ou-...`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub organizational_units: Vec<String>,
+}
+
+impl Share {
+    pub fn is_empty(&self) -> bool {
+        self.accounts.is_empty()
+            && self.organizations.is_empty()
+            && self.organizational_units.is_empty()
+    }
+}
+
 /// One image type's bake. Field names are the TOML/JSON keys.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -103,6 +128,11 @@ pub struct Recipe {
     /// [`Recipe::content_hash`].
     #[serde(default, skip_serializing_if = "Rebuild::is_default")]
     pub rebuild: Rebuild,
+    /// Accounts, organizations and OUs the images are shared with (launch permission), and the accounts
+    /// their snapshots are shared with (create-volume permission). Applied at publish, to every region's
+    /// image; the manifest's version says with whom.
+    #[serde(default, skip_serializing_if = "Share::is_empty")]
+    pub share: Share,
 }
 
 /// What runs on the builder to turn the base image into the golden one (usually a puppet run).
@@ -524,6 +554,48 @@ impl Recipe {
         }
 
         self.check_kms(c);
+        self.check_share(c);
+    }
+
+    fn check_share(&self, c: &mut Checker<'_>) {
+        /// A share list: its field, its entries, the check of one entry, and what an entry must be.
+        type ShareList<'a> = (&'static str, &'a [String], fn(&str) -> bool, &'static str);
+        let lists: [ShareList<'_>; 3] = [
+            ("accounts", &self.share.accounts, is_account_id, "a 12-digit account id"),
+            (
+                "organizations",
+                &self.share.organizations,
+                is_organization_arn,
+                "an organization ARN, arn:aws:organizations::<account>:organization/o-<10 to 32 of a-z0-9>",
+            ),
+            (
+                "organizational_units",
+                &self.share.organizational_units,
+                is_organizational_unit_arn,
+                "an OU ARN, arn:aws:organizations::<account>:ou/o-<id>/ou-<4 to 32 of a-z0-9>-<8 to 32 of a-z0-9>",
+            ),
+        ];
+        for (field, list, valid, expected) in lists {
+            let mut seen = BTreeSet::new();
+            for (i, value) in list.iter().enumerate() {
+                let path = format!("share.{field}[{i}]");
+                if !valid(value) {
+                    c.report(path, format!("{value:?} is not {expected}"));
+                } else if !seen.insert(value) {
+                    c.report(path, format!("{value} is listed more than once"));
+                }
+            }
+        }
+        // A volume encrypted with EBS's default key (aws/ebs) cannot be shared: no other account may use it.
+        if !self.share.is_empty() && self.kms_key_for(&self.build_region).is_none() {
+            if let Some(i) = self.block_devices.iter().position(|d| d.encrypted) {
+                c.report(
+                    format!("block_devices[{i}].encrypted"),
+                    "an image encrypted with EBS's default key (aws/ebs) cannot be shared: set kms_key_id to a \
+                     customer managed key whose policy lets the share's accounts use it, or do not encrypt",
+                );
+            }
+        }
     }
 
     fn check_kms(&self, c: &mut Checker<'_>) {
@@ -716,6 +788,20 @@ const PROVISION: &[Field] = &[
 
 const SANITIZE: &[Field] = &[opt("extra_paths", Kind::StrList, "absolute paths")];
 
+const SHARE: &[Field] = &[
+    opt("accounts", Kind::StrList, "12-digit account ids"),
+    opt(
+        "organizations",
+        Kind::StrList,
+        "arn:aws:organizations::111122223333:organization/o-exampleorgid",
+    ),
+    opt(
+        "organizational_units",
+        Kind::StrList,
+        "arn:aws:organizations::111122223333:ou/o-exampleorgid/ou-ab12-cdef3456",
+    ),
+];
+
 const BLOCK_DEVICE: &[Field] = &[
     req("device_name", Kind::Str, "e.g. /dev/xvda"),
     req("volume_size_gb", Kind::U32, "GB"),
@@ -761,6 +847,11 @@ const SCHEMA: &[Field] = &[
         "rebuild",
         Kind::OneOf(&["changed", "always"]),
         "changed (default): skip a bake when the recipe and base AMI are the current version's",
+    ),
+    opt(
+        "share",
+        Kind::Table(SHARE),
+        "accounts, organizations and/or organizational_units",
     ),
 ];
 
@@ -1099,6 +1190,57 @@ fn is_prefixed_hex(s: &str, prefix: &str) -> bool {
     s.strip_prefix(prefix).is_some_and(is_lower_hex)
 }
 
+/// 12 ASCII digits.
+pub fn is_account_id(s: &str) -> bool {
+    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn is_lower_alnum(s: &str, len: std::ops::RangeInclusive<usize>) -> bool {
+    len.contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+/// `o-` and 10 to 32 of `[a-z0-9]`.
+fn is_organization_id(s: &str) -> bool {
+    s.strip_prefix("o-")
+        .is_some_and(|id| is_lower_alnum(id, 10..=32))
+}
+
+/// The `arn:<partition>:organizations::<account>:` prefix of an Organizations ARN, and what follows it.
+fn organizations_arn_rest(s: &str) -> Option<&str> {
+    let rest = s.strip_prefix("arn:")?;
+    let (partition, rest) = rest.split_once(':')?;
+    if !partition.starts_with("aws") {
+        return None;
+    }
+    let rest = rest.strip_prefix("organizations::")?;
+    let (account, rest) = rest.split_once(':')?;
+    is_account_id(account).then_some(rest)
+}
+
+/// `arn:aws:organizations::<account>:organization/o-<id>`.
+pub fn is_organization_arn(s: &str) -> bool {
+    organizations_arn_rest(s)
+        .and_then(|r| r.strip_prefix("organization/"))
+        .is_some_and(is_organization_id)
+}
+
+/// `arn:aws:organizations::<account>:ou/o-<id>/ou-<root part>-<ou part>`.
+pub fn is_organizational_unit_arn(s: &str) -> bool {
+    let Some((org, ou)) = organizations_arn_rest(s)
+        .and_then(|r| r.strip_prefix("ou/"))
+        .and_then(|r| r.split_once('/'))
+    else {
+        return false;
+    };
+    is_organization_id(org)
+        && ou
+            .strip_prefix("ou-")
+            .and_then(|r| r.split_once('-'))
+            .is_some_and(|(root, id)| is_lower_alnum(root, 4..=32) && is_lower_alnum(id, 8..=32))
+}
+
 /// `ami-` and 8 to 17 lowercase hex digits.
 pub fn is_ami_id(s: &str) -> bool {
     s.strip_prefix("ami-")
@@ -1382,6 +1524,59 @@ volume_size_gb = 150
             "{}",
             problems[0].message
         );
+    }
+
+    #[test]
+    fn share_takes_accounts_organizations_and_ous_and_names_each_bad_entry() {
+        let mut v = valid_json();
+        v["share"] = json!({
+            "accounts": ["111122223333"],
+            "organizations": ["arn:aws:organizations::111122223333:organization/o-exampleorg"],
+            "organizational_units": ["arn:aws:organizations::111122223333:ou/o-exampleorg/ou-ab12-cdef3456"],
+        });
+        let r = Recipe::from_json_value(v.clone(), "t").unwrap();
+        assert_eq!(r.share.accounts, ["111122223333"]);
+        assert_eq!(r.share.organizational_units.len(), 1);
+        assert_ne!(
+            r.content_hash(),
+            Recipe::from_toml_str(VALID, "v").unwrap().content_hash()
+        );
+
+        v["share"] = json!({
+            "accounts": ["11112222333", "111122223333", "111122223333"],
+            "organizations": ["o-exampleorg", "arn:aws:organizations::111122223333:organization/o-short"],
+            "organizational_units": ["arn:aws:organizations::111122223333:ou/o-exampleorg/ou-ab12"],
+            "users": ["x"],
+        });
+        let paths: Vec<String> = problems_of(v).into_iter().map(|p| p.path).collect();
+        assert_eq!(
+            paths,
+            [
+                "share.users",
+                "share.accounts[0]",
+                "share.accounts[2]",
+                "share.organizations[0]",
+                "share.organizations[1]",
+                "share.organizational_units[0]",
+            ],
+        );
+    }
+
+    #[test]
+    fn a_shared_image_may_not_be_encrypted_with_the_default_ebs_key() {
+        let mut v = valid_json();
+        v["share"] = json!({ "accounts": ["111122223333"] });
+        v["block_devices"][0]["encrypted"] = json!(true);
+        let problems = problems_of(v.clone());
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].path, "block_devices[0].encrypted");
+        assert!(
+            problems[0].message.contains("kms_key_id"),
+            "{}",
+            problems[0].message
+        );
+        v["kms_key_id"] = json!("alias/golden-shared");
+        Recipe::from_json_value(v, "t").expect("a customer managed key can be shared");
     }
 
     fn problems_of(v: Value) -> Vec<Problem> {

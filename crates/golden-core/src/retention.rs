@@ -526,6 +526,7 @@ mod tests {
     fn version_entry(days: i64, images: &[(&str, &str)], revoked: bool) -> VersionEntry {
         VersionEntry {
             recipe_hash: None,
+            shared_with: None,
             extra: Default::default(),
             version: v(days),
             created_at: v(days).created_at(),

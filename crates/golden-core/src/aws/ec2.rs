@@ -5,14 +5,16 @@ use aws_config::SdkConfig;
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification,
     InstanceMetadataEndpointState, InstanceMetadataOptionsRequest,
-    InstanceNetworkInterfaceSpecification, InstanceType, ResourceType, ShutdownBehavior, Tag,
-    TagSpecification, VolumeType,
+    InstanceNetworkInterfaceSpecification, InstanceType, LaunchPermission,
+    LaunchPermissionModifications, OperationType, ResourceType, ShutdownBehavior,
+    SnapshotAttributeName, Tag, TagSpecification, VolumeType,
 };
 use aws_sdk_ec2::Client;
 
 use super::{to_chrono, RegionalClients};
 use crate::error::{unless_not_found, AwsError, Result};
 use crate::ports::{CopySpec, Ec2, Image, Instance, InstanceQuery, LaunchSpec, Snapshot};
+use crate::recipe::Share;
 
 /// [`Ec2`] on `aws-sdk-ec2`.
 pub struct AwsEc2 {
@@ -498,6 +500,58 @@ impl Ec2 for AwsEc2 {
             found.push(image(&item));
         }
         Ok(found)
+    }
+
+    async fn share_image(&self, region: &str, image_id: &str, share: &Share) -> Result<()> {
+        let permissions = share
+            .accounts
+            .iter()
+            .map(|a| LaunchPermission::builder().user_id(a).build())
+            .chain(
+                share
+                    .organizations
+                    .iter()
+                    .map(|o| LaunchPermission::builder().organization_arn(o).build()),
+            )
+            .chain(share.organizational_units.iter().map(|u| {
+                LaunchPermission::builder()
+                    .organizational_unit_arn(u)
+                    .build()
+            }))
+            .collect();
+        self.clients
+            .get(region)
+            .modify_image_attribute()
+            .image_id(image_id)
+            .launch_permission(
+                LaunchPermissionModifications::builder()
+                    .set_add(Some(permissions))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ModifyImageAttribute", image_id, region, e))?;
+        Ok(())
+    }
+
+    async fn share_snapshot(
+        &self,
+        region: &str,
+        snapshot_id: &str,
+        accounts: &[String],
+    ) -> Result<()> {
+        // The flat form (OperationType + UserIds), which EC2 takes as it takes CreateVolumePermission.Add.
+        self.clients
+            .get(region)
+            .modify_snapshot_attribute()
+            .snapshot_id(snapshot_id)
+            .attribute(SnapshotAttributeName::CreateVolumePermission)
+            .operation_type(OperationType::Add)
+            .set_user_ids(Some(accounts.to_vec()))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ModifySnapshotAttribute", snapshot_id, region, e))?;
+        Ok(())
     }
 
     async fn deregister_image(&self, region: &str, image_id: &str) -> Result<()> {

@@ -328,6 +328,7 @@ mod tests {
         let mut m = Manifest::empty(at);
         let entry = VersionEntry {
             recipe_hash: recipe_hash.map(str::to_owned),
+            shared_with: None,
             extra: Default::default(),
             version: version.clone(),
             created_at: at,

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use super::{BakeState, Published, Services};
 use crate::error::{Error, Result};
-use crate::manifest::{Edit, VersionEntry, VersionStatus};
+use crate::manifest::{Edit, SharedWith, VersionEntry, VersionStatus};
 use crate::publishing::{sync_parameters, update_manifest};
 
 pub async fn handle(services: &Services, bake: BakeState) -> Result<Published> {
@@ -34,8 +34,10 @@ pub async fn handle(services: &Services, bake: BakeState) -> Result<Published> {
             "no image for region {missing}; the Distribute stage did not cover it"
         )));
     }
+    share(services, &bake, &images).await?;
     let entry = VersionEntry {
         recipe_hash: Some(bake.recipe.content_hash()),
+        shared_with: SharedWith::of(&bake.recipe.share),
         extra: Default::default(),
         version: bake.version.clone(),
         created_at: bake.version.created_at(),
@@ -88,4 +90,43 @@ pub async fn handle(services: &Services, bake: BakeState) -> Result<Published> {
         generation: updated.manifest.generation,
         images,
     })
+}
+
+/// Shares every region's image with the recipe's accounts, organizations and OUs, and its snapshots with
+/// the accounts, before the version is published: a version in the manifest is usable by everyone it
+/// names. Adding a permission that is there already changes nothing, so a retried publish is safe.
+async fn share(
+    services: &Services,
+    bake: &BakeState,
+    images: &BTreeMap<String, String>,
+) -> Result<()> {
+    let share = &bake.recipe.share;
+    if share.is_empty() {
+        return Ok(());
+    }
+    for (region, image_id) in images {
+        services.ec2.share_image(region, image_id, share).await?;
+        if share.accounts.is_empty() {
+            continue;
+        }
+        let image = services
+            .ec2
+            .describe_image(region, image_id)
+            .await?
+            .ok_or_else(|| Error::ImageFailed {
+                image_id: image_id.clone(),
+                region: region.clone(),
+                state: "missing".into(),
+                reason: "it disappeared before it could be shared; was it deregistered by hand?"
+                    .into(),
+            })?;
+        for snapshot_id in &image.snapshot_ids {
+            services
+                .ec2
+                .share_snapshot(region, snapshot_id, &share.accounts)
+                .await?;
+        }
+        tracing::info!(%region, %image_id, snapshots = image.snapshot_ids.len(), "shared");
+    }
+    Ok(())
 }

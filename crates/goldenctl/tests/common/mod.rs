@@ -135,6 +135,7 @@ pub fn entry(version: &str, images: &[(&str, &str)], status: VersionStatus) -> V
     let version = Version::parse(version).expect("a version");
     VersionEntry {
         recipe_hash: None,
+        shared_with: None,
         extra: Default::default(),
         created_at: version.created_at(),
         version,
