@@ -612,15 +612,61 @@ def get_bucket_versioning(self):  # a method of moto's S3Response
 SYSPREP_SHUTDOWN = "-ArgumentList 'sysprep', '--shutdown=true'"
 
 
+# A command line holding this (a shell or PowerShell comment, so a real builder ignores it) makes the SSM
+# stand-in report the command Failed, exit 1, with the rest of the line as its stderr: how a test provokes a
+# failing provision, sanitize or test command on the emulator, e.g. `true  # emulator: fail smoke test failed`.
+FAIL_MARKER = "# emulator: fail"
+
+
+def command_outcome(commands: list[str]) -> tuple[str, int, str, str]:
+    """(status, exit code, stdout, stderr) the stand-in gives a command: moto runs nothing, so stdout lists
+    what a builder would have run; a line with FAIL_MARKER fails it, and the lines after it do not "run"."""
+    ran = []
+    for line in commands:
+        ran.append(f"emulator (runs nothing): {line}")
+        if FAIL_MARKER in line:
+            message = line.split(FAIL_MARKER, 1)[1].strip() or "failed on purpose"
+            return "Failed", 1, "\n".join(ran) + "\n", message + "\n"
+    return "Success", 0, "\n".join(ran) + "\n", ""
+
+
 def send_command(self):  # a method of moto's SimpleSystemManagerResponse
-    """SSM SendCommand as moto runs it (at once, Success), plus what a Windows builder then does by itself:
-    a PowerShell command that starts EC2Launch's `sysprep --shutdown` stops the instance, as sysprep would
-    once it has generalized it (moto runs no command, so nothing else would)."""
+    """SSM SendCommand as moto runs it (at once), plus what a builder would do with it:
+    - the outcome of `command_outcome` (Success; Failed for a line with FAIL_MARKER), with its output;
+    - with OutputS3BucketName, that output written to S3 where the SSM agent writes it:
+      <prefix>/<command id>/<instance id>/<plugin>/0.<plugin>/stdout (and stderr when there is any);
+    - a PowerShell command that starts EC2Launch's `sysprep --shutdown` stops the instance, as sysprep would
+      once it has generalized it."""
     from moto.ec2 import ec2_backends
+    from moto.s3.models import s3_backends
+    from moto.ssm.models import ssm_backends
 
     result = _moto_send_command(self)
     commands = (self._get_param("Parameters", {}) or {}).get("commands", [])
-    if self._get_param("DocumentName") == "AWS-RunPowerShellScript" and any(SYSPREP_SHUTDOWN in c for c in commands):
+    document = self._get_param("DocumentName")
+    command_id = result.result["Command"]["CommandId"]
+    command = ssm_backends[self.current_account][self.region].get_command_by_id(command_id)
+    status, code, stdout, stderr = command_outcome(commands)
+    plugin = "aws:runPowerShellScript" if document == "AWS-RunPowerShellScript" else "aws:runShellScript"
+    for invocation in command.invocations:
+        invocation.update({"Status": status, "StatusDetails": status, "ResponseCode": code, "PluginName": plugin,
+                           "StandardOutputContent": stdout, "StandardErrorContent": stderr})
+    if status != "Success":
+        command.status = command.status_details = status
+        command.error_count, command.completed_count = len(command.instance_ids), 0
+    bucket = self._get_param("OutputS3BucketName")
+    if bucket:
+        prefix = (self._get_param("OutputS3KeyPrefix") or "").strip("/")
+        folder = plugin.replace(":", "")
+        s3 = s3_backends[self.current_account]["global"]
+        # moto's command also lists every other instance of the region (its empty Targets filter matches them
+        # all): the agents of the instances asked for are the ones that would write.
+        for instance_id in self._get_param("InstanceIds", []) or command.instance_ids:
+            base = "/".join(p for p in (prefix, command_id, instance_id, folder, f"0.{folder}") if p)
+            for name, body in (("stdout", stdout), ("stderr", stderr)):
+                if body:
+                    s3.put_object(bucket, f"{base}/{name}", body.encode())
+    if document == "AWS-RunPowerShellScript" and any(SYSPREP_SHUTDOWN in c for c in commands):
         ec2_backends[self.current_account][self.region].stop_instances(self._get_param("InstanceIds", []))
     return result
 

@@ -15,6 +15,22 @@ fn input(emu: &Emulator, image_type: &str, poll_seconds: u32) -> Value {
     json!({ "type": image_type, "recipe": emu.recipe(image_type, &COPIES), "pollSeconds": poll_seconds })
 }
 
+/// The keys of the bucket under `prefix`.
+async fn keys_under(emu: &Emulator, prefix: &str) -> Vec<String> {
+    let out = emu
+        .s3()
+        .list_objects_v2()
+        .bucket(&emu.bucket)
+        .prefix(prefix)
+        .send()
+        .await
+        .expect("ListObjectsV2");
+    out.contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_owned))
+        .collect()
+}
+
 /// Commands sent to an instance, as (document, joined commands).
 async fn commands_sent(emu: &Emulator, instance_id: &str) -> Vec<(String, String)> {
     let out = emu
@@ -135,6 +151,22 @@ async fn bake_with_two_copy_regions_publishes_tagged_images_and_leaves_nothing_r
             images[region].as_str(),
             "parameter in {region}"
         );
+    }
+
+    // the execution's output links the bake's logs, where every command's whole output is, in SSM's layout
+    let output = done.output.as_ref().expect("an output");
+    let logs = format!("s3://{}/logs/{ty}/{version}/", emu.bucket);
+    assert_eq!(output["logs"], logs.as_str(), "{output}");
+    let written = keys_under(&emu, &format!("logs/{ty}/{version}/")).await;
+    for stage in ["provision", "sanitize"] {
+        let stdout: Vec<&String> = written
+            .iter()
+            .filter(|k| {
+                k.starts_with(&format!("logs/{ty}/{version}/{stage}/"))
+                    && k.ends_with("/awsrunShellScript/0.awsrunShellScript/stdout")
+            })
+            .collect();
+        assert_eq!(stdout.len(), 1, "{stage} stdout in {written:?}");
     }
 
     // the builder is terminated and the lock is free
@@ -679,6 +711,74 @@ async fn bake_failing_after_images_exist_discards_them_with_their_snapshots() {
         .all(|i| i.state().and_then(|s| s.name()).map(|n| n.as_str()) == Some("terminated")));
     assert!(emu.object(&format!("locks/{ty}.json")).await.is_none());
     assert_eq!(emu.object("manifest.json").await, Some(conflicting));
+}
+
+#[tokio::test]
+async fn bake_whose_provision_command_fails_ends_failed_with_its_stderr_and_a_link_to_its_whole_output(
+) {
+    let _serial = SERIAL.lock().await;
+    let emu = Emulator::from_env().await;
+    let ty = unique_type("it-cmdfail");
+    let mut recipe = emu.recipe(&ty, &COPIES[..1]);
+    // The emulator's SSM stand-in reports a command with this comment Failed, exit 1, this stderr.
+    recipe["provision"]["commands"] =
+        json!(["puppet agent --test  # emulator: fail Error: Could not retrieve catalog from remote server"]);
+    let (arn, done) = emu
+        .bake(
+            &format!("{ty}-1"),
+            &json!({ "type": ty, "recipe": recipe, "pollSeconds": 1 }),
+        )
+        .await;
+    // THEN the bake fails with the command's error, its stderr, and where its whole output is
+    assert_eq!(done.status, ExecutionStatus::Failed, "{:?}", done.output);
+    assert_eq!(
+        done.error.as_deref(),
+        Some("CommandFailed"),
+        "{:?}",
+        done.cause
+    );
+    let cause = done.cause.clone().unwrap_or_default();
+    assert!(cause.contains("Could not retrieve catalog"), "{cause}");
+    let link = cause
+        .split("whole output: ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no link to the whole output in: {cause}"));
+    let prefix = format!("s3://{}/logs/{ty}/", emu.bucket);
+    assert!(
+        link.starts_with(&prefix) && link.contains("/provision/"),
+        "{link}"
+    );
+    let key = link.trim_start_matches(&format!("s3://{}/", emu.bucket));
+    let stderr = emu
+        .object(&format!(
+            "{key}awsrunShellScript/0.awsrunShellScript/stderr"
+        ))
+        .await
+        .unwrap_or_else(|| panic!("no stderr under {link}"));
+    assert!(String::from_utf8_lossy(&stderr).contains("Could not retrieve catalog"));
+    // and publishes nothing, leaves no image and no running builder
+    let manifest = emu.manifest().await.unwrap_or_default();
+    assert!(
+        manifest["types"].get(&ty).is_none(),
+        "{}",
+        manifest["types"][&ty]
+    );
+    assert!(emu
+        .images(BUILD, &[(tags::EXECUTION, arn.as_str())])
+        .await
+        .is_empty());
+    let builders = emu
+        .instances(BUILD, &[(tags::ROLE, "builder"), (tags::TYPE, &ty)])
+        .await;
+    assert_eq!(builders.len(), 1);
+    assert_eq!(
+        builders[0]
+            .state()
+            .and_then(|s| s.name())
+            .map(|n| n.as_str()),
+        Some("terminated")
+    );
 }
 
 #[tokio::test]

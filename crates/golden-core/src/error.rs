@@ -284,7 +284,7 @@ impl From<AwsError> for Error {
 
 /// An SSM command that ended without success, with the end of what it printed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{stage} command {command_id} on {instance_id} in {region} ended {status} (exit code {exit_code}): {stderr_tail}")]
+#[error("{stage} command {command_id} on {instance_id} in {region} ended {status} (exit code {exit_code}): {stderr_tail}{logs_note}")]
 pub struct CommandFailure {
     pub stage: String,
     pub command_id: String,
@@ -293,6 +293,8 @@ pub struct CommandFailure {
     pub status: String,
     pub exit_code: i32,
     pub stderr_tail: String,
+    /// Where the whole output is, as "\nwhole output: s3://..."; empty when it was not written to S3.
+    pub logs_note: String,
 }
 
 /// An error from a named stage: what Step Functions and the logs show.
@@ -367,6 +369,7 @@ mod tests {
                 status: "Failed".into(),
                 exit_code: 2,
                 stderr_tail: "puppet: could not reach server".into(),
+                logs_note: String::new(),
             })),
         };
         let d = Diagnostic::from(err);

@@ -176,6 +176,8 @@ pub struct CommandSpec {
     pub timeout_seconds: u32,
     /// Identifies the command for a retried send (SendCommand has no client token).
     pub comment: String,
+    /// Where SSM writes the command's whole stdout and stderr: (bucket, key prefix).
+    pub output: Option<(String, String)>,
 }
 
 #[async_trait]

@@ -96,6 +96,8 @@ fn command_ref() -> CommandRef {
         status: "Pending".into(),
         done: false,
         await_stop: false,
+        // A command sent before logs were kept: it has no link.
+        logs: None,
         poll: poll(),
     }
 }
@@ -149,7 +151,12 @@ async fn command_failure_carries_the_tail_of_stderr() {
     let rule = invocation(CommandInvocationStatus::Failed, 1, "", &stderr);
     let services = services(ec2(&[]), ssm(&[&rule]), s3(&[]));
     // WHEN its status is checked
-    let err = command::status(&services, command_ref())
+    let logs = "s3://golden-test/logs/bld-linux64/20261125T011500Z/provision/0b5e2a1c-1234-4cde-9f00-0123456789ab/i-0b1d2e3f/";
+    let sent = CommandRef {
+        logs: Some(logs.into()),
+        ..command_ref()
+    };
+    let err = command::status(&services, sent)
         .await
         .expect_err("a failed command is an error");
     // THEN the error is CommandFailed, names the command, instance and region, and ends with the real cause
@@ -161,9 +168,13 @@ async fn command_failure_carries_the_tail_of_stderr() {
         ),
         "{msg}"
     );
-    assert!(msg.ends_with("port 8140"), "{msg}");
+    // and links the whole output
     assert!(
-        msg.len() < 2300,
+        msg.ends_with(&format!("port 8140\nwhole output: {logs}")),
+        "{msg}"
+    );
+    assert!(
+        msg.len() < 2500,
         "only the tail is kept, got {} chars",
         msg.len()
     );

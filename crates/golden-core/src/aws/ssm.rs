@@ -120,7 +120,7 @@ impl Ssm for AwsSsm {
     }
 
     async fn send_command(&self, region: &str, spec: &CommandSpec) -> Result<String> {
-        let out = self
+        let mut request = self
             .clients
             .get(region)
             .send_command()
@@ -128,7 +128,14 @@ impl Ssm for AwsSsm {
             .document_name(&spec.document)
             .parameters("commands", spec.commands.clone())
             .parameters("executionTimeout", vec![spec.timeout_seconds.to_string()])
-            .comment(&spec.comment)
+            .comment(&spec.comment);
+        if let Some((bucket, prefix)) = &spec.output {
+            // The agent on the instance writes them, with the instance's role.
+            request = request
+                .output_s3_bucket_name(bucket)
+                .output_s3_key_prefix(prefix);
+        }
+        let out = request
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("SendCommand", &spec.instance_id, region, e))?;

@@ -36,6 +36,12 @@ pub async fn run(services: &Services, input: RunCommandInput) -> Result<CommandR
     };
     let region = &bake.builder.region;
     let instance_id = &bake.builder.instance_id;
+    let bucket = services.store.bucket().to_owned();
+    let prefix = format!(
+        "{}/{}",
+        super::logs_prefix(&bake.image_type, &bake.version),
+        input.stage.as_str()
+    );
     // SendCommand has no client token; the comment names this execution's stage so a retry finds it.
     let comment = format!(
         "golden-ami {} {}",
@@ -58,6 +64,7 @@ pub async fn run(services: &Services, input: RunCommandInput) -> Result<CommandR
                 commands,
                 timeout_seconds: minutes.saturating_mul(60),
                 comment,
+                output: Some((bucket.clone(), prefix.clone())),
             };
             let id = services.ssm.send_command(region, &spec).await?;
             tracing::info!(command_id = %id, stage = input.stage.as_str(), %instance_id, "command sent");
@@ -65,6 +72,9 @@ pub async fn run(services: &Services, input: RunCommandInput) -> Result<CommandR
         }
     };
     Ok(CommandRef {
+        logs: Some(format!(
+            "s3://{bucket}/{prefix}/{command_id}/{instance_id}/"
+        )),
         command_id,
         instance_id: instance_id.clone(),
         region: region.clone(),
@@ -113,6 +123,10 @@ pub async fn status(services: &Services, mut command: CommandRef) -> Result<Comm
                 status: invocation.status,
                 exit_code: invocation.exit_code,
                 stderr_tail: tail(output, TAIL_CHARS),
+                logs_note: command
+                    .logs
+                    .map(|l| format!("\nwhole output: {l}"))
+                    .unwrap_or_default(),
             })));
         }
     }

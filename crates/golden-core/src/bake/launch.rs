@@ -207,6 +207,11 @@ pub async fn handle(services: &Services, input: LaunchInput) -> Result<Launched>
         }
     };
 
+    let logs = format!(
+        "s3://{}/{}/",
+        services.store.bucket(),
+        super::logs_prefix(&recipe.image_type, &held.version)
+    );
     Ok(Launched::Bake(Box::new(BakeState {
         image_type: recipe.image_type.clone(),
         execution_id: input.execution_id.clone(),
@@ -226,6 +231,7 @@ pub async fn handle(services: &Services, input: LaunchInput) -> Result<Launched>
         image: None,
         copies: None,
         published: None,
+        logs: Some(logs),
     })))
 }
 

@@ -90,6 +90,10 @@ pub struct BakeState {
     pub copies: Option<Vec<ImageRef>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub published: Option<Published>,
+    /// `s3://$GOLDEN_BUCKET/logs/<type>/<version>/`: the whole output of every command of the bake.
+    /// Absent from the state of a bake launched before logs were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<String>,
 }
 
 /// A wait loop's bound: how many checks so far, how many allowed, and the bake's deadline.
@@ -178,6 +182,9 @@ pub struct CommandRef {
     /// stopped, so the image is taken of the generalized disk.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub await_stop: bool,
+    /// `s3://.../<stage>/<command id>/<instance id>/`: where SSM writes this command's stdout and stderr.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<String>,
     #[serde(flatten)]
     pub poll: Poll,
 }
@@ -206,6 +213,12 @@ pub struct Published {
 /// The golden image's name: unique per type and version, so a retried stage finds its image by name.
 pub fn image_name(image_type: &str, version: &Version) -> String {
     format!("golden-{image_type}-{version}")
+}
+
+/// The key prefix of a bake's command output, `logs/<type>/<version>`. Under it each command's output is
+/// `<stage>/<command id>/<instance id>/<plugin>/0.<plugin>/stdout` (and `stderr`), SSM's own layout.
+pub fn logs_prefix(image_type: &str, version: &Version) -> String {
+    format!("logs/{image_type}/{version}")
 }
 
 /// A client token for an idempotent EC2 call: the same execution and purpose always give the same token.
