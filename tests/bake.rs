@@ -351,6 +351,137 @@ async fn a_shared_recipes_images_and_snapshots_are_shared_in_every_region_and_th
     }
 }
 
+/// The bake's tester instances (any state).
+async fn testers(emu: &Emulator, arn: &str) -> Vec<aws_sdk_ec2::types::Instance> {
+    emu.instances(BUILD, &[(tags::ROLE, "tester"), (tags::EXECUTION, arn)])
+        .await
+}
+
+#[tokio::test]
+async fn a_recipes_test_runs_on_an_instance_of_the_new_image_before_it_is_copied_and_published() {
+    let _serial = SERIAL.lock().await;
+    let emu = Emulator::from_env().await;
+    let ty = unique_type("it-test");
+    let mut recipe = emu.recipe(&ty, &COPIES[..1]);
+    recipe["test"] = json!({ "commands": ["systemctl is-active puppet || true", "test -x /opt/puppetlabs/bin/puppet"], "timeout_minutes": 10, "instance_type": "t3.small" });
+    let (arn, done) = emu
+        .bake(
+            &format!("{ty}-1"),
+            &json!({ "type": ty, "recipe": recipe, "pollSeconds": 1 }),
+        )
+        .await;
+    assert_eq!(done.status, ExecutionStatus::Succeeded, "{:?}", done.cause);
+    let manifest = emu.manifest().await.expect("manifest");
+    let published = &manifest["types"][&ty]["versions"][0];
+    let image = published["images"][BUILD]
+        .as_str()
+        .expect("image")
+        .to_owned();
+    assert_eq!(published["images"].as_object().map(|i| i.len()), Some(2));
+
+    // THEN one tester was launched from the new image, in the builder subnet, tagged as the bake's, and
+    // terminated once the test passed
+    let found = testers(&emu, &arn).await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    let tester = &found[0];
+    assert_eq!(
+        tester.image_id(),
+        Some(image.as_str()),
+        "launched from the new image"
+    );
+    assert_eq!(tester.subnet_id(), Some(emu.subnet_id.as_str()));
+    assert_eq!(tester.instance_type().map(|t| t.as_str()), Some("t3.small"));
+    assert_eq!(tag(tester.tags(), tags::TYPE), Some(ty.as_str()));
+    assert_eq!(
+        tester.state().and_then(|s| s.name()).map(|n| n.as_str()),
+        Some("terminated")
+    );
+    // and it got the test commands (with provision's env), and only it
+    let tester_id = tester.instance_id().unwrap_or_default();
+    let sent = commands_sent(&emu, tester_id).await;
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(
+        sent[0].1.contains("test -x /opt/puppetlabs/bin/puppet"),
+        "{}",
+        sent[0].1
+    );
+    assert!(sent[0].1.contains("export PUPPET_SERVER="), "{}", sent[0].1);
+    // and its whole output is kept with the bake's logs
+    let version = published["version"].as_str().expect("version");
+    let logs = keys_under(&emu, &format!("logs/{ty}/{version}/test/")).await;
+    assert!(
+        logs.iter()
+            .any(|k| k.contains(tester_id) && k.ends_with("/stdout")),
+        "{logs:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_test_fails_the_bake_discards_the_image_and_publishes_nothing() {
+    let _serial = SERIAL.lock().await;
+    let emu = Emulator::from_env().await;
+    let ty = unique_type("it-testfail");
+    let mut recipe = emu.recipe(&ty, &COPIES[..1]);
+    recipe["test"] = json!({ "commands": ["curl -fsS http://localhost:8080/health  # emulator: fail curl: (7) Failed to connect to localhost port 8080"] });
+    let (arn, done) = emu
+        .bake(
+            &format!("{ty}-1"),
+            &json!({ "type": ty, "recipe": recipe, "pollSeconds": 1 }),
+        )
+        .await;
+    // THEN the bake fails with the test's stderr and the link to its whole output
+    assert_eq!(done.status, ExecutionStatus::Failed, "{:?}", done.output);
+    assert_eq!(
+        done.error.as_deref(),
+        Some("CommandFailed"),
+        "{:?}",
+        done.cause
+    );
+    let cause = done.cause.clone().unwrap_or_default();
+    assert!(cause.contains("test command"), "{cause}");
+    assert!(
+        cause.contains("Failed to connect to localhost port 8080"),
+        "{cause}"
+    );
+    assert!(
+        cause.contains(&format!("whole output: s3://{}/logs/{ty}/", emu.bucket)),
+        "{cause}"
+    );
+    // and the image is discarded, nothing was copied, nothing is published
+    for region in [BUILD, COPIES[0]] {
+        let left = emu.images(region, &[(tags::EXECUTION, arn.as_str())]).await;
+        assert!(left.is_empty(), "{region}: {left:?}");
+    }
+    let manifest = emu.manifest().await.unwrap_or_default();
+    assert!(
+        manifest["types"].get(&ty).is_none(),
+        "{}",
+        manifest["types"][&ty]
+    );
+    assert!(emu
+        .parameter(BUILD, &format!("/golden-ami/{ty}/current"))
+        .await
+        .is_none());
+    // and the tester and the builder are terminated, the lock free
+    let found = testers(&emu, &arn).await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    for instance in found.iter().chain(
+        &emu.instances(
+            BUILD,
+            &[(tags::ROLE, "builder"), (tags::EXECUTION, arn.as_str())],
+        )
+        .await,
+    ) {
+        assert_eq!(
+            instance.state().and_then(|s| s.name()).map(|n| n.as_str()),
+            Some("terminated"),
+            "{:?}",
+            instance.instance_id()
+        );
+    }
+    assert!(emu.object(&format!("locks/{ty}.json")).await.is_none());
+}
+
 /// Points `parameter` (in the build region) at `ami`: a recipe's `base_ami_parameter`, moved by a test.
 async fn set_base(emu: &Emulator, parameter: &str, ami: &str) {
     emu.ssm(BUILD)

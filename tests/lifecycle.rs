@@ -566,7 +566,7 @@ async fn terminating_the_last_user_of_a_retired_ami_deletes_it_now() {
 }
 
 #[tokio::test]
-async fn reaper_spares_a_running_bake_and_reaps_the_builder_of_an_aborted_one() {
+async fn reaper_spares_a_running_bake_and_reaps_the_builder_and_tester_of_an_aborted_one() {
     let _serial = SERIAL.lock().await;
     let emu = Emulator::from_env().await;
     let reap_fn = emu.function_services("ReapBuilders", &[]).await;
@@ -584,9 +584,21 @@ async fn reaper_spares_a_running_bake_and_reaps_the_builder_of_an_aborted_one() 
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
+    // and a tester of the same execution, tagged as LaunchTester tags one
+    let tester = emu
+        .run_instance(
+            R1,
+            &emu.base_ami,
+            &[
+                (tags::ROLE, tags::ROLE_TESTER),
+                (tags::TYPE, &ty),
+                (tags::EXECUTION, arn.as_str()),
+            ],
+        )
+        .await;
     let lock_key = format!("locks/{ty}.json");
     assert!(emu.object(&lock_key).await.is_some());
-    // WHEN the reaper sweeps while the execution runs THEN it leaves the builder and the lock alone
+    // WHEN the reaper sweeps while the execution runs THEN it leaves the builder, the tester and the lock alone
     let report = reap::handle(&reap_fn, Trigger::Schedule)
         .await
         .expect("reap");
@@ -601,6 +613,7 @@ async fn reaper_spares_a_running_bake_and_reaps_the_builder_of_an_aborted_one() 
         mine.verdict
     );
     assert_eq!(emu.instance_state(R1, &builder).await, "running");
+    assert_eq!(emu.instance_state(R1, &tester).await, "running");
     assert!(emu.object(&lock_key).await.is_some());
 
     // WHEN the execution is aborted (no Catch runs for ABORTED) and EventBridge reports it
@@ -629,6 +642,16 @@ async fn reaper_spares_a_running_bake_and_reaps_the_builder_of_an_aborted_one() 
     );
     assert!(matches!(
         emu.instance_state(R1, &builder).await.as_str(),
+        "terminated" | "shutting-down"
+    ));
+    // and so is its tester: the reaper knows testers like builders
+    assert!(
+        report.builders.iter().any(|b| b.instance_id == tester),
+        "the tester was considered: {:?}",
+        report.builders
+    );
+    assert!(matches!(
+        emu.instance_state(R1, &tester).await.as_str(),
         "terminated" | "shutting-down"
     ));
     assert!(emu.object(&lock_key).await.is_none(), "lock released");

@@ -46,6 +46,25 @@ impl Rebuild {
     }
 }
 
+/// A test of the new image before it is copied or published (docs/stages.md "Test"): an instance is
+/// launched from it in the builder subnet and these commands run there through SSM Run Command, with the
+/// provision env. Any failure ends the bake FAILED, discarding the image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Test {
+    /// Shell (linux) or PowerShell (windows) commands, run in order; a non-zero exit fails the test.
+    pub commands: Vec<String>,
+    #[serde(default = "default_test_timeout")]
+    pub timeout_minutes: u32,
+    /// The tester's instance type; the recipe's `instance_type` if unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_type: Option<String>,
+}
+
+fn default_test_timeout() -> u32 {
+    30
+}
+
 /// Who else may use the images: launch them (every image and copy's launch permission) and, for accounts,
 /// create volumes from their snapshots (create-volume permission; EC2 cannot share a snapshot with an
 /// organization or OU, whose members launch the image without it).
@@ -133,6 +152,9 @@ pub struct Recipe {
     /// image; the manifest's version says with whom.
     #[serde(default, skip_serializing_if = "Share::is_empty")]
     pub share: Share,
+    /// Commands that must pass on an instance of the new image before it is copied and published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<Test>,
 }
 
 /// What runs on the builder to turn the base image into the golden one (usually a puppet run).
@@ -555,6 +577,45 @@ impl Recipe {
 
         self.check_kms(c);
         self.check_share(c);
+        self.check_test(c);
+    }
+
+    fn check_test(&self, c: &mut Checker<'_>) {
+        let Some(test) = &self.test else {
+            return;
+        };
+        if test.commands.is_empty() && !c.is_tainted("test.commands") {
+            c.report("test.commands", "nothing to run: list at least one command");
+        }
+        for (i, cmd) in test.commands.iter().enumerate() {
+            if cmd.contains('\0') {
+                c.report(
+                    format!("test.commands[{i}]"),
+                    "contains a NUL character; remove it",
+                );
+            }
+        }
+        if !c.is_tainted("max_build_minutes")
+            && !(1..=self.max_build_minutes).contains(&test.timeout_minutes)
+        {
+            c.report(
+                "test.timeout_minutes",
+                format!(
+                    "timeout_minutes is {}; expected 1 to max_build_minutes ({})",
+                    test.timeout_minutes, self.max_build_minutes
+                ),
+            );
+        }
+        if let Some(t) = test
+            .instance_type
+            .as_deref()
+            .filter(|t| !is_instance_type(t))
+        {
+            c.report(
+                "test.instance_type",
+                format!("invalid instance type {t:?}: expected family.size, e.g. c5.large"),
+            );
+        }
     }
 
     fn check_share(&self, c: &mut Checker<'_>) {
@@ -788,6 +849,16 @@ const PROVISION: &[Field] = &[
 
 const SANITIZE: &[Field] = &[opt("extra_paths", Kind::StrList, "absolute paths")];
 
+const TEST: &[Field] = &[
+    req(
+        "commands",
+        Kind::StrList,
+        "e.g. [\"systemctl is-active my-service\"]",
+    ),
+    opt("timeout_minutes", Kind::U32, "minutes"),
+    opt("instance_type", Kind::Str, "e.g. c5.large"),
+];
+
 const SHARE: &[Field] = &[
     opt("accounts", Kind::StrList, "12-digit account ids"),
     opt(
@@ -852,6 +923,11 @@ const SCHEMA: &[Field] = &[
         "share",
         Kind::Table(SHARE),
         "accounts, organizations and/or organizational_units",
+    ),
+    opt(
+        "test",
+        Kind::Table(TEST),
+        "commands, and optionally timeout_minutes and instance_type",
     ),
 ];
 
@@ -1577,6 +1653,31 @@ volume_size_gb = 150
         );
         v["kms_key_id"] = json!("alias/golden-shared");
         Recipe::from_json_value(v, "t").expect("a customer managed key can be shared");
+    }
+
+    #[test]
+    fn a_test_needs_commands_a_timeout_within_the_bake_and_a_valid_instance_type() {
+        let mut v = valid_json();
+        v["test"] = json!({ "commands": ["systemctl is-active sshd"] });
+        let r = Recipe::from_json_value(v.clone(), "t").unwrap();
+        let test = r.test.expect("a test");
+        assert_eq!((test.timeout_minutes, test.instance_type), (30, None));
+
+        v["test"] = json!({ "commands": [], "timeout_minutes": 500, "instance_type": "huge", "retries": 2 });
+        let paths: Vec<String> = problems_of(v.clone()).into_iter().map(|p| p.path).collect();
+        assert_eq!(
+            paths,
+            [
+                "test.retries",
+                "test.commands",
+                "test.timeout_minutes",
+                "test.instance_type"
+            ]
+        );
+        v["test"] = json!({ "timeout_minutes": 5 });
+        let problems = problems_of(v);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].path, "test.commands");
     }
 
     fn problems_of(v: Value) -> Vec<Problem> {

@@ -44,6 +44,23 @@ pub fn document_name(platform: Platform) -> &'static str {
 /// On Linux the script is written to a temporary file through a heredoc and executed, so a shebang line
 /// (`#!/usr/bin/env python3`) is honoured; without one bash runs it. AWS-RunShellScript runs the joined
 /// commands with `sh`, which is bash on Amazon Linux and RHEL-likes (`set -o pipefail` needs it).
+/// The recipe's test commands, run as provision's are (same shell settings, same env); none without a test.
+pub fn test_commands(recipe: &Recipe) -> Vec<String> {
+    let Some(test) = &recipe.test else {
+        return Vec::new();
+    };
+    let as_provision = Recipe {
+        provision: crate::recipe::Provision {
+            commands: test.commands.clone(),
+            script: None,
+            env: recipe.provision.env.clone(),
+            timeout_minutes: test.timeout_minutes,
+        },
+        ..recipe.clone()
+    };
+    provision_commands(&as_provision)
+}
+
 pub fn provision_commands(recipe: &Recipe) -> Vec<String> {
     let p = &recipe.provision;
     let mut out = Vec::new();

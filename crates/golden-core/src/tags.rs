@@ -7,6 +7,11 @@
 pub const ROLE: &str = "golden-ami:role";
 /// Value of [`ROLE`] on a builder instance (reaped when its execution is gone).
 pub const ROLE_BUILDER: &str = "builder";
+/// Value of [`ROLE`] on a tester: an instance of a new image, running the recipe's test (reaped like a
+/// builder).
+pub const ROLE_TESTER: &str = "tester";
+/// The instance roles of a bake, [`ROLE_BUILDER`] and [`ROLE_TESTER`]: what cleanup and the reaper terminate.
+pub const BAKE_INSTANCE_ROLES: [&str; 2] = [ROLE_BUILDER, ROLE_TESTER];
 /// Value of [`ROLE`] on an image and its snapshots (the only images prune ever considers).
 pub const ROLE_IMAGE: &str = "image";
 /// The image type, e.g. `bld-linux64`.

@@ -860,7 +860,7 @@ async fn a_missing_bucket_is_an_error_not_an_empty_manifest() {
 async fn a_deployed_stack_refuses_to_poll_faster_than_every_15_seconds_and_calls_nothing() {
     // No mock rules: any AWS call would fail the launch with another error than the floor's.
     let services = services(ec2(&[]), ssm(&[]), s3(&[]));
-    let launch = |poll: u32| -> golden_core::bake::launch::LaunchInput {
+    let launch = |poll: u32| -> golden_core::bake::launch::LaunchRequest {
         serde_json::from_value(json!({
             "input": { "type": "bld-linux64", "pollSeconds": poll },
             "executionId": EXEC,

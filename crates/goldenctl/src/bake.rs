@@ -592,8 +592,11 @@ async fn builders_of(
     arn: &str,
 ) -> anyhow::Result<Vec<String>> {
     let mut out = Vec::new();
-    for region in regions {
-        let filter = [(tags::ROLE, tags::ROLE_BUILDER), (tags::EXECUTION, arn)];
+    for (region, role) in regions
+        .iter()
+        .flat_map(|r| tags::BAKE_INSTANCE_ROLES.map(|role| (r, role)))
+    {
+        let filter = [(tags::ROLE, role), (tags::EXECUTION, arn)];
         for i in services.ec2.find_instances(region, &filter).await? {
             if i.state != "terminated" {
                 out.push(format!("{region}:{}", i.instance_id));

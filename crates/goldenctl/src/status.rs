@@ -188,8 +188,9 @@ pub async fn status(
                         // The verdict on the image, whatever the state: a stopped instance's image matters too.
                         state: "running".into(),
                         image_type: image_type.clone(),
-                        builder: tags.get(tags::ROLE).map(String::as_str)
-                            == Some(tags::ROLE_BUILDER),
+                        builder: tags
+                            .get(tags::ROLE)
+                            .is_some_and(|r| tags::BAKE_INSTANCE_ROLES.contains(&r.as_str())),
                         exempt: false,
                         launched_at: None,
                     };

@@ -151,20 +151,21 @@ pub async fn handle(services: &Services, input: TerminateInput) -> Result<Cleanu
             .map(|i| i.region.clone()),
     );
 
-    // Builders: by tag, plus the one in the state in case its tags never landed.
+    // Builders and testers: by tag, plus the builder in the state in case its tags never landed (a tester
+    // is launched tagged or not at all).
     let mut builders: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for region in &regions {
+    for (region, role) in regions
+        .iter()
+        .flat_map(|r| tags::BAKE_INSTANCE_ROLES.map(|role| (r, role)))
+    {
         let found = services
             .ec2
-            .find_instances(
-                region,
-                &[(tags::ROLE, tags::ROLE_BUILDER), (tags::EXECUTION, exec)],
-            )
+            .find_instances(region, &[(tags::ROLE, role), (tags::EXECUTION, exec)])
             .await;
         let found = if failed {
             best_effort(
                 &mut report.failures,
-                &format!("find the builders in {region}"),
+                &format!("find the {role}s in {region}"),
                 found,
             )
             .unwrap_or_default()

@@ -33,9 +33,22 @@ pub async fn run(services: &Services, input: RunCommandInput) -> Result<CommandR
             scripts::sanitize_commands(recipe.platform, &recipe.sanitize.extra_paths),
             SANITIZE_MINUTES,
         ),
+        CommandStage::Test => (
+            scripts::test_commands(recipe),
+            recipe.test.as_ref().map_or(0, |t| t.timeout_minutes),
+        ),
     };
-    let region = &bake.builder.region;
-    let instance_id = &bake.builder.instance_id;
+    // Provision and sanitize run on the builder, the test on the tester.
+    let target = match input.stage {
+        CommandStage::Test => bake.tester.as_ref().filter(|_| recipe.test.is_some()).ok_or_else(|| {
+            Error::InvalidInput(
+                "the test stage needs the recipe's [test] and a tester in $.tester (LaunchTester)".into(),
+            )
+        })?,
+        CommandStage::Provision | CommandStage::Sanitize => &bake.builder,
+    };
+    let region = &target.region;
+    let instance_id = &target.instance_id;
     let bucket = services.store.bucket().to_owned();
     let prefix = format!(
         "{}/{}",
@@ -107,6 +120,15 @@ pub async fn status(services: &Services, mut command: CommandRef) -> Result<Comm
     command.status = invocation.status.clone();
     match invocation.status.as_str() {
         "Success" if command.await_stop => return stopped(services, command).await,
+        "Success" if command.stage == CommandStage::Test => {
+            // The test passed: its instance has done its job (a failed test's goes with the bake's cleanup).
+            services
+                .ec2
+                .terminate_instances(&command.region, std::slice::from_ref(&command.instance_id))
+                .await?;
+            tracing::info!(tester = %command.instance_id, "test passed; tester terminated");
+            command.done = true;
+        }
         "Success" => command.done = true,
         "Pending" | "InProgress" | "Delayed" => command.poll.tick(&what, services.now())?,
         _ => {

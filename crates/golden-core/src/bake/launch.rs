@@ -30,6 +30,36 @@ pub struct BakeRequest {
     pub force: bool,
 }
 
+/// launch-builder's payload: the bake's start, or (LaunchTester) the tester of its new image.
+#[derive(Debug, Clone)]
+pub enum LaunchRequest {
+    Bake(LaunchInput),
+    /// `{"tester": <bake state>}`.
+    Tester(Box<BakeState>),
+}
+
+impl<'de> Deserialize<'de> for LaunchRequest {
+    /// By its keys, so that a malformed payload's error is that of the shape it meant.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let mut value = serde_json::Value::deserialize(d)?;
+        if let Some(object) = value.as_object_mut().filter(|o| o.contains_key("tester")) {
+            if object.len() > 1 {
+                return Err(D::Error::custom(
+                    "a tester launch is {\"tester\": <bake state>} and nothing else",
+                ));
+            }
+            let state = object.remove("tester").unwrap_or_default();
+            return serde_json::from_value(state)
+                .map(|s| LaunchRequest::Tester(Box::new(s)))
+                .map_err(|e| D::Error::custom(format!("tester: {e}")));
+        }
+        serde_json::from_value(value)
+            .map(LaunchRequest::Bake)
+            .map_err(D::Error::custom)
+    }
+}
+
 /// launch-builder's payload: the execution input and `$$.Execution.Id`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -46,6 +76,8 @@ pub struct LaunchInput {
 pub enum Launched {
     Bake(Box<BakeState>),
     Unchanged(Unchanged),
+    /// LaunchTester's result, for `$.tester`.
+    Tester(BuilderRef),
 }
 
 /// The value of [`Unchanged::outcome`].
@@ -148,7 +180,90 @@ async fn resolve_base_ami(services: &Services, recipe: &Recipe) -> Result<String
     }
 }
 
-pub async fn handle(services: &Services, input: LaunchInput) -> Result<Launched> {
+pub async fn handle(services: &Services, request: LaunchRequest) -> Result<Launched> {
+    match request {
+        LaunchRequest::Bake(input) => launch(services, input).await,
+        LaunchRequest::Tester(bake) => launch_tester(services, &bake).await.map(Launched::Tester),
+    }
+}
+
+/// LaunchTester: an instance of the new image (in the build region, in the builder subnet), tagged
+/// `golden-ami:role=tester` with the execution, to run the recipe's test. A retry finds the first one.
+pub async fn launch_tester(services: &Services, bake: &BakeState) -> Result<BuilderRef> {
+    bake.check(&services.config)?;
+    let test = bake.recipe.test.as_ref().ok_or_else(|| {
+        Error::InvalidInput(
+            "the recipe has no [test]; LaunchTester runs only for one that has".into(),
+        )
+    })?;
+    let image = bake.image.as_ref().filter(|i| i.available).ok_or_else(|| {
+        Error::InvalidInput(
+            "LaunchTester needs an available image in $.image; the image stage has not finished"
+                .into(),
+        )
+    })?;
+    let region = &image.region;
+    let existing = services
+        .ec2
+        .find_instances(
+            region,
+            &[
+                (tags::ROLE, tags::ROLE_TESTER),
+                (tags::EXECUTION, &bake.execution_id),
+            ],
+        )
+        .await?;
+    let tester = match existing.into_iter().next() {
+        Some(instance) => {
+            tracing::info!(instance_id = %instance.instance_id, "tester already launched by this execution");
+            instance
+        }
+        None => {
+            let spec = tester_spec(bake, test, &image.image_id);
+            let instance = services.ec2.run_instance(region, &spec).await?;
+            tracing::info!(r#type = %bake.image_type, version = %bake.version, instance_id = %instance.instance_id, image_id = %image.image_id, "tester launched");
+            instance
+        }
+    };
+    Ok(BuilderRef {
+        instance_id: tester.instance_id,
+        region: region.clone(),
+        ready: false,
+        state: tester.state,
+        poll: Poll::new(READY_MINUTES, bake.poll_seconds, bake.deadline),
+    })
+}
+
+/// The tester's RunInstances request: the builder's network and profile, the new image's own volumes.
+fn tester_spec(bake: &BakeState, test: &crate::recipe::Test, image_id: &str) -> LaunchSpec {
+    let recipe = &bake.recipe;
+    let mut tags: BTreeMap<String, String> = recipe.tags.clone();
+    tags.insert(
+        tags::NAME.into(),
+        format!("golden-ami tester {} {}", recipe.image_type, bake.version),
+    );
+    tags.insert(tags::ROLE.into(), tags::ROLE_TESTER.into());
+    tags.insert(tags::TYPE.into(), recipe.image_type.clone());
+    tags.insert(tags::VERSION.into(), bake.version.to_string());
+    tags.insert(tags::EXECUTION.into(), bake.execution_id.clone());
+    tags.insert(tags::SOURCE_AMI.into(), image_id.into());
+    LaunchSpec {
+        image_id: image_id.into(),
+        instance_type: test
+            .instance_type
+            .clone()
+            .unwrap_or_else(|| recipe.instance_type.clone()),
+        subnet_id: recipe.subnet_id.clone(),
+        security_group_ids: recipe.security_group_ids.clone(),
+        instance_profile: recipe.instance_profile.clone(),
+        associate_public_ip: recipe.associate_public_ip,
+        block_devices: Vec::new(),
+        tags,
+        client_token: client_token(&bake.execution_id, "tester"),
+    }
+}
+
+async fn launch(services: &Services, input: LaunchInput) -> Result<Launched> {
     let request = &input.input;
     if !is_valid_type_name(&request.image_type) {
         return Err(Error::InvalidInput(format!(
@@ -219,6 +334,7 @@ pub async fn handle(services: &Services, input: LaunchInput) -> Result<Launched>
         poll_seconds,
         deadline: held.deadline,
         source_ami,
+        tester: None,
         builder: BuilderRef {
             instance_id: builder.instance_id,
             region,
@@ -368,6 +484,31 @@ mod tests {
         let (old, _) = manifest_with(None, "ami-0123456789abcdef0");
         assert!(
             unchanged_current(&old, "bld-linux64", "sha256:aa", "ami-0123456789abcdef0").is_none()
+        );
+    }
+
+    #[test]
+    fn a_launch_is_a_bake_start_or_a_tester_and_each_reports_its_own_errors() {
+        let start: LaunchRequest = serde_json::from_value(serde_json::json!({
+            "input": {"type": "bld-linux64"},
+            "executionId": "arn:aws:states:us-east-1:123456789012:execution:bake:x",
+        }))
+        .expect("a bake start");
+        assert!(matches!(start, LaunchRequest::Bake(_)));
+        let err =
+            serde_json::from_value::<LaunchRequest>(serde_json::json!({"tester": {"type": 1}}))
+                .expect_err("not a bake state");
+        assert!(err.to_string().starts_with("tester: "), "{err}");
+        let err = serde_json::from_value::<LaunchRequest>(
+            serde_json::json!({"tester": {}, "executionId": "x"}),
+        )
+        .expect_err("two shapes at once");
+        assert!(err.to_string().contains("nothing else"), "{err}");
+        let err = serde_json::from_value::<LaunchRequest>(serde_json::json!({"input": {}}))
+            .expect_err("a start without its execution");
+        assert!(
+            err.to_string().contains("executionId") || err.to_string().contains("type"),
+            "{err}"
         );
     }
 

@@ -82,6 +82,9 @@ pub struct BakeState {
     pub source_ami: String,
     pub recipe: Recipe,
     pub builder: BuilderRef,
+    /// The instance of the new image that runs the recipe's test (LaunchTester), when the recipe has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tester: Option<BuilderRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<CommandRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -158,6 +161,8 @@ pub struct BuilderRef {
 pub enum CommandStage {
     Provision,
     Sanitize,
+    /// The recipe's test, on the tester.
+    Test,
 }
 
 impl CommandStage {
@@ -165,6 +170,7 @@ impl CommandStage {
         match self {
             CommandStage::Provision => "provision",
             CommandStage::Sanitize => "sanitize",
+            CommandStage::Test => "test",
         }
     }
 }
@@ -286,6 +292,9 @@ impl BakeState {
         crate::ids::image("sourceAmi", &self.source_ami)?;
         check_recipe_regions(config, &self.recipe)?;
         self.builder.check(config, "builder.")?;
+        if let Some(tester) = &self.tester {
+            tester.check(config, "tester.")?;
+        }
         if let Some(image) = &self.image {
             image.check(config, "image.")?;
         }

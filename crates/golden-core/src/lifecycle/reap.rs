@@ -73,8 +73,11 @@ pub async fn handle(services: &Services, trigger: Trigger) -> Result<ReapReport>
             ..
         } => {
             let found = services.ec2.describe_instance(region, instance_id).await?;
-            let builder = found
-                .filter(|i| i.tags.get(tags::ROLE).map(String::as_str) == Some(tags::ROLE_BUILDER));
+            let builder = found.filter(|i| {
+                i.tags
+                    .get(tags::ROLE)
+                    .is_some_and(|r| tags::BAKE_INSTANCE_ROLES.contains(&r.as_str()))
+            });
             (
                 false,
                 builder.map(|i| (region.clone(), i)).into_iter().collect(),
@@ -410,17 +413,19 @@ async fn release_if_dead(
     }
 }
 
-/// Builders (any state but terminated) in every sweep region, with `tags` too.
+/// Builders and testers (any state but terminated) in every sweep region, with `tags` too.
 async fn all_builders(
     services: &Services,
     tags: &[(&str, &str)],
 ) -> Result<Vec<(String, Instance)>> {
-    let mut filter = vec![(tags::ROLE, tags::ROLE_BUILDER)];
-    filter.extend_from_slice(tags);
     let mut out = Vec::new();
     for region in sweep_regions(services).await? {
-        for instance in services.ec2.find_instances(&region, &filter).await? {
-            out.push((region.clone(), instance));
+        for role in tags::BAKE_INSTANCE_ROLES {
+            let mut filter = vec![(tags::ROLE, role)];
+            filter.extend_from_slice(tags);
+            for instance in services.ec2.find_instances(&region, &filter).await? {
+                out.push((region.clone(), instance));
+            }
         }
     }
     Ok(out)
