@@ -351,6 +351,25 @@ async fn a_shared_recipes_images_and_snapshots_are_shared_in_every_region_and_th
     }
 }
 
+/// The names of the states an execution entered, in order (its history).
+async fn states_entered(emu: &Emulator, arn: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut pages = emu
+        .sfn()
+        .get_execution_history()
+        .execution_arn(arn)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        for event in page.expect("GetExecutionHistory").events() {
+            if let Some(name) = event.state_entered_event_details().map(|d| d.name()) {
+                names.push(name.to_owned());
+            }
+        }
+    }
+    names
+}
+
 /// The bake's tester instances (any state).
 async fn testers(emu: &Emulator, arn: &str) -> Vec<aws_sdk_ec2::types::Instance> {
     emu.instances(BUILD, &[(tags::ROLE, "tester"), (tags::EXECUTION, arn)])
@@ -379,8 +398,15 @@ async fn a_recipes_test_runs_on_an_instance_of_the_new_image_before_it_is_copied
         .to_owned();
     assert_eq!(published["images"].as_object().map(|i| i.len()), Some(2));
 
-    // THEN one tester was launched from the new image, in the builder subnet, tagged as the bake's, and
-    // terminated once the test passed
+    // THEN the test ran before anything was copied
+    let entered = states_entered(&emu, &arn).await;
+    let at = |state: &str| entered.iter().position(|s| s == state);
+    assert!(
+        at("CheckTest").is_some() && at("CheckTest") < at("Distribute"),
+        "{entered:?}"
+    );
+    // and one tester was launched from the new image, in the builder subnet, tagged as the bake's, and
+    // terminated once the test passed (by command-status: the bake's end terminated only the builder)
     let found = testers(&emu, &arn).await;
     assert_eq!(found.len(), 1, "{found:?}");
     let tester = &found[0];
@@ -395,6 +421,18 @@ async fn a_recipes_test_runs_on_an_instance_of_the_new_image_before_it_is_copied
     assert_eq!(
         tester.state().and_then(|s| s.name()).map(|n| n.as_str()),
         Some("terminated")
+    );
+    let ended = done.output.as_ref().expect("output")["cleanup"]["terminated"].clone();
+    assert_eq!(
+        ended.as_array().map(Vec::len),
+        Some(1),
+        "only the builder: {ended}"
+    );
+    assert!(
+        !ended
+            .to_string()
+            .contains(tester.instance_id().unwrap_or("?")),
+        "{ended}"
     );
     // and it got the test commands (with provision's env), and only it
     let tester_id = tester.instance_id().unwrap_or_default();
@@ -446,6 +484,15 @@ async fn a_failing_test_fails_the_bake_discards_the_image_and_publishes_nothing(
     assert!(
         cause.contains(&format!("whole output: s3://{}/logs/{ty}/", emu.bucket)),
         "{cause}"
+    );
+    // and nothing was copied: the bake never reached Distribute
+    let entered = states_entered(&emu, &arn).await;
+    assert!(entered.iter().any(|s| s == "CheckTest"), "{entered:?}");
+    assert!(
+        !entered
+            .iter()
+            .any(|s| s == "Distribute" || s == "CopyImage"),
+        "{entered:?}"
     );
     // and the image is discarded, nothing was copied, nothing is published
     for region in [BUILD, COPIES[0]] {
@@ -532,7 +579,7 @@ async fn unchanged_recipe_and_base_launch_nothing_until_the_base_moves_or_the_ba
     );
     let out = again.output.expect("an output");
     assert_eq!(out["outcome"], "unchanged", "{out}");
-    assert_eq!(out["current"], v1["version"], "{out}");
+    assert_eq!(out["version"], v1["version"], "{out}");
     assert_eq!(out["images"], v1["images"], "{out}");
     assert_eq!(out["recipeHash"], hash.as_str());
     assert_eq!(out["sourceAmi"], emu.base_ami.as_str());
@@ -806,6 +853,14 @@ async fn bake_failing_after_images_exist_discards_them_with_their_snapshots() {
     let cause = done.cause.unwrap_or_default();
     assert!(cause.starts_with("Publish: "), "{cause}");
     assert!(cause.contains(&ty) && cause.contains(&version), "{cause}");
+    // and links the bake's command output, as any failure does
+    assert!(
+        cause.contains(&format!(
+            "[command output: s3://{}/logs/{ty}/{version}/]",
+            emu.bucket
+        )),
+        "{cause}"
+    );
     // and the images it made in all three regions are deregistered and their snapshots deleted
     for region in [BUILD, COPIES[0], COPIES[1]] {
         let left = emu.images(region, &[(tags::EXECUTION, arn.as_str())]).await;

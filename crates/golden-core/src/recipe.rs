@@ -648,12 +648,20 @@ impl Recipe {
             }
         }
         // A volume encrypted with EBS's default key (aws/ebs) cannot be shared: no other account may use it.
-        if !self.share.is_empty() && self.kms_key_for(&self.build_region).is_none() {
+        // Every region counts: a copy without a key of its own is encrypted with that region's default key.
+        let unkeyed = self
+            .all_regions()
+            .into_iter()
+            .find(|r| self.kms_key_for(r).is_none());
+        if let (false, Some(region)) = (self.share.is_empty(), unkeyed) {
             if let Some(i) = self.block_devices.iter().position(|d| d.encrypted) {
                 c.report(
                     format!("block_devices[{i}].encrypted"),
-                    "an image encrypted with EBS's default key (aws/ebs) cannot be shared: set kms_key_id to a \
-                     customer managed key whose policy lets the share's accounts use it, or do not encrypt",
+                    format!(
+                        "an image encrypted with EBS's default key (aws/ebs), as it would be in {region}, cannot \
+                         be shared: set kms_key_id (or kms_key_ids.{region}) to a customer managed key whose \
+                         policy lets the share's accounts use it, or do not encrypt"
+                    ),
                 );
             }
         }
@@ -1651,6 +1659,16 @@ volume_size_gb = 150
             "{}",
             problems[0].message
         );
+        // A key for the build region only leaves the copies on their regions' default keys.
+        v["kms_key_ids"] = json!({ "us-east-1": "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab" });
+        let problems = problems_of(v.clone());
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].message.contains("us-west-2"),
+            "{}",
+            problems[0].message
+        );
+        v.as_object_mut().expect("object").remove("kms_key_ids");
         v["kms_key_id"] = json!("alias/golden-shared");
         Recipe::from_json_value(v, "t").expect("a customer managed key can be shared");
     }

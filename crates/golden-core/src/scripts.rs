@@ -38,12 +38,6 @@ pub fn document_name(platform: Platform) -> &'static str {
     }
 }
 
-/// The Provision step's commands: strict error handling, the recipe's environment (quoted), its commands,
-/// then its script.
-///
-/// On Linux the script is written to a temporary file through a heredoc and executed, so a shebang line
-/// (`#!/usr/bin/env python3`) is honoured; without one bash runs it. AWS-RunShellScript runs the joined
-/// commands with `sh`, which is bash on Amazon Linux and RHEL-likes (`set -o pipefail` needs it).
 /// The recipe's test commands, run as provision's are (same shell settings, same env); none without a test.
 pub fn test_commands(recipe: &Recipe) -> Vec<String> {
     let Some(test) = &recipe.test else {
@@ -61,6 +55,12 @@ pub fn test_commands(recipe: &Recipe) -> Vec<String> {
     provision_commands(&as_provision)
 }
 
+/// The Provision step's commands: strict error handling, the recipe's environment (quoted), its commands,
+/// then its script.
+///
+/// On Linux the script is written to a temporary file through a heredoc and executed, so a shebang line
+/// (`#!/usr/bin/env python3`) is honoured; without one bash runs it. AWS-RunShellScript runs the joined
+/// commands with `sh`, which is bash on Amazon Linux and RHEL-likes (`set -o pipefail` needs it).
 pub fn provision_commands(recipe: &Recipe) -> Vec<String> {
     let p = &recipe.provision;
     let mut out = Vec::new();

@@ -98,6 +98,7 @@ fn command_ref() -> CommandRef {
         await_stop: false,
         // A command sent before logs were kept: it has no link.
         logs: None,
+        execution_id: None,
         poll: poll(),
     }
 }
@@ -231,6 +232,28 @@ async fn command_success_is_done() {
         .await
         .expect("success");
     assert!(c.done);
+}
+
+#[tokio::test]
+async fn a_passed_test_terminates_only_an_instance_tagged_as_this_executions_tester() {
+    // GIVEN a passed test whose command ref names an instance that is no tester (input is not trusted)
+    let test = CommandRef {
+        stage: CommandStage::Test,
+        execution_id: Some(EXEC.into()),
+        ..command_ref()
+    };
+    let success = invocation(CommandInvocationStatus::Success, 0, "ok", "");
+    let described = mock!(aws_sdk_ec2::Client::describe_instances)
+        .then_output(|| instance_output(InstanceStateName::Running));
+    // No TerminateInstances rule: a termination would fail as an AWS error, not InvalidInput.
+    let svc = services(ec2(&[&described]), ssm(&[&success]), s3(&[]));
+    // WHEN its status is checked THEN it refuses, naming the instance, and terminates nothing
+    let err = command::status(&svc, test).await.expect_err("not a tester");
+    assert_eq!(err.error_type(), "InvalidInput", "{err}");
+    assert!(
+        err.to_string().contains("i-0b1d2e3f") && err.to_string().contains("refusing"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

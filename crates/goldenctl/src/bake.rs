@@ -179,7 +179,7 @@ pub async fn bake(
         let unchanged = output["outcome"] == OUTCOME_UNCHANGED;
         let published = if unchanged {
             report.reason = output["reason"].as_str().map(str::to_owned);
-            report.version = output["current"].as_str().map(str::to_owned);
+            report.version = output["version"].as_str().map(str::to_owned);
             &output
         } else {
             report.version = output["published"]["version"].as_str().map(str::to_owned);

@@ -52,6 +52,9 @@ pub struct PartialState {
     pub copies: Option<Vec<ImageRef>>,
     #[serde(default, deserialize_with = "lenient")]
     pub error: Option<CaughtError>,
+    /// `s3://$GOLDEN_BUCKET/logs/<type>/<version>/`, where the bake's commands wrote their output.
+    #[serde(default, deserialize_with = "lenient")]
+    pub logs: Option<String>,
 }
 
 /// What a Catch with `ResultPath: $.error` puts in the state.
@@ -397,8 +400,13 @@ fn finish(mut report: CleanupReport, outcome: Outcome, state: &PartialState) -> 
                 report.failures.join("; ")
             ));
         }
+        // A failed command's message links its own output already; any other failure links the bake's.
+        let logs = match &state.logs {
+            Some(l) if !message.contains("whole output: ") => format!(" [command output: {l}]"),
+            _ => String::new(),
+        };
         report.error = Some(error);
-        report.cause = Some(format!("{message} [cleanup: {done}]"));
+        report.cause = Some(format!("{message}{logs} [cleanup: {done}]"));
     }
     report
 }

@@ -88,6 +88,7 @@ pub async fn run(services: &Services, input: RunCommandInput) -> Result<CommandR
         logs: Some(format!(
             "s3://{bucket}/{prefix}/{command_id}/{instance_id}/"
         )),
+        execution_id: Some(bake.execution_id.clone()),
         command_id,
         instance_id: instance_id.clone(),
         region: region.clone(),
@@ -122,11 +123,7 @@ pub async fn status(services: &Services, mut command: CommandRef) -> Result<Comm
         "Success" if command.await_stop => return stopped(services, command).await,
         "Success" if command.stage == CommandStage::Test => {
             // The test passed: its instance has done its job (a failed test's goes with the bake's cleanup).
-            services
-                .ec2
-                .terminate_instances(&command.region, std::slice::from_ref(&command.instance_id))
-                .await?;
-            tracing::info!(tester = %command.instance_id, "test passed; tester terminated");
+            terminate_tester(services, &command).await?;
             command.done = true;
         }
         "Success" => command.done = true,
@@ -153,6 +150,38 @@ pub async fn status(services: &Services, mut command: CommandRef) -> Result<Comm
         }
     }
     Ok(command)
+}
+
+/// Terminates the instance a passed test ran on, once it is sure it is this execution's tester: the command
+/// ref is input, and IAM alone would let any tester go.
+async fn terminate_tester(services: &Services, command: &CommandRef) -> Result<()> {
+    let instance = services
+        .ec2
+        .describe_instance(&command.region, &command.instance_id)
+        .await?;
+    let Some(instance) = instance else {
+        return Ok(()); // gone already
+    };
+    let tag = |k: &str| instance.tags.get(k).map(String::as_str);
+    if tag(crate::tags::ROLE) != Some(crate::tags::ROLE_TESTER)
+        || command.execution_id.is_none()
+        || tag(crate::tags::EXECUTION) != command.execution_id.as_deref()
+    {
+        return Err(Error::InvalidInput(format!(
+            "{} in {} is not the tester of execution {}; refusing to terminate it",
+            command.instance_id,
+            command.region,
+            command.execution_id.as_deref().unwrap_or("(none given)")
+        )));
+    }
+    if !matches!(instance.state.as_str(), "terminated" | "shutting-down") {
+        services
+            .ec2
+            .terminate_instances(&command.region, std::slice::from_ref(&command.instance_id))
+            .await?;
+    }
+    tracing::info!(tester = %command.instance_id, "test passed; tester terminated");
+    Ok(())
 }
 
 /// After a Windows Sanitize: done once sysprep has shut the builder down.

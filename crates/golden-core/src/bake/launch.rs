@@ -92,8 +92,9 @@ pub struct Unchanged {
     pub outcome: String,
     #[serde(rename = "type")]
     pub image_type: String,
-    /// The current version, which already is what this bake would make.
-    pub current: Version,
+    /// The version already baked from this recipe and base AMI: the current one, or the newest published
+    /// one of a pinned type.
+    pub version: Version,
     /// Its images, region -> AMI id.
     pub images: BTreeMap<String, String>,
     pub recipe_hash: String,
@@ -102,19 +103,28 @@ pub struct Unchanged {
     pub reason: String,
 }
 
-/// The type's current version if it was baked from exactly `recipe_hash` and `source_ami` (and is
-/// published), i.e. if a bake now would make the same image again.
+/// The version a bake now would make again: the type's current version, or its newest published one (a
+/// pinned type's current is older), if it was baked from exactly `recipe_hash` and `source_ami`.
 pub fn unchanged_current<'m>(
     manifest: &'m Manifest,
     image_type: &str,
     recipe_hash: &str,
     source_ami: &str,
 ) -> Option<&'m VersionEntry> {
-    manifest.current(image_type).filter(|current| {
-        current.status == VersionStatus::Published
-            && current.recipe_hash.as_deref() == Some(recipe_hash)
-            && current.source_ami == source_ami
-    })
+    let same = |v: &&VersionEntry| {
+        v.status == VersionStatus::Published
+            && v.recipe_hash.as_deref() == Some(recipe_hash)
+            && v.source_ami == source_ami
+    };
+    let newest = manifest.types.get(image_type).and_then(|t| {
+        t.versions
+            .iter()
+            .find(|v| v.status == VersionStatus::Published)
+    });
+    manifest
+        .current(image_type)
+        .filter(same)
+        .or_else(|| newest.filter(same))
 }
 
 pub const DEFAULT_POLL_SECONDS: u32 = 30;
@@ -234,7 +244,8 @@ pub async fn launch_tester(services: &Services, bake: &BakeState) -> Result<Buil
     })
 }
 
-/// The tester's RunInstances request: the builder's network and profile, the new image's own volumes.
+/// The tester's RunInstances request: the builder's network and profile, the new image's own volumes, the
+/// recipe's ones deleted with the tester whatever the recipe says (the tester leaves nothing behind).
 fn tester_spec(bake: &BakeState, test: &crate::recipe::Test, image_id: &str) -> LaunchSpec {
     let recipe = &bake.recipe;
     let mut tags: BTreeMap<String, String> = recipe.tags.clone();
@@ -257,7 +268,13 @@ fn tester_spec(bake: &BakeState, test: &crate::recipe::Test, image_id: &str) -> 
         security_group_ids: recipe.security_group_ids.clone(),
         instance_profile: recipe.instance_profile.clone(),
         associate_public_ip: recipe.associate_public_ip,
-        block_devices: Vec::new(),
+        block_devices: builder_volumes(recipe)
+            .into_iter()
+            .map(|v| BlockDeviceSpec {
+                delete_on_termination: true,
+                ..v
+            })
+            .collect(),
         tags,
         client_token: client_token(&bake.execution_id, "tester"),
     }
@@ -391,7 +408,7 @@ async fn skip_unchanged(
     Ok(Some(Unchanged {
         outcome: OUTCOME_UNCHANGED.to_owned(),
         image_type: recipe.image_type.clone(),
-        current: current.version.clone(),
+        version: current.version.clone(),
         images: current.images.clone(),
         recipe_hash,
         source_ami: source_ami.to_owned(),
@@ -418,21 +435,26 @@ pub fn launch_spec(recipe: &Recipe, lock: &LockRecord, source_ami: &str) -> Laun
         security_group_ids: recipe.security_group_ids.clone(),
         instance_profile: recipe.instance_profile.clone(),
         associate_public_ip: recipe.associate_public_ip,
-        block_devices: recipe
-            .block_devices
-            .iter()
-            .map(|d| BlockDeviceSpec {
-                device_name: d.device_name.clone(),
-                volume_size_gb: d.volume_size_gb,
-                volume_type: d.volume_type.clone(),
-                delete_on_termination: d.delete_on_termination,
-                encrypted: d.encrypted,
-                kms_key_id: recipe.kms_key_for(&recipe.build_region).map(str::to_owned),
-            })
-            .collect(),
+        block_devices: builder_volumes(recipe),
         tags,
         client_token: client_token(&lock.execution_id, "launch"),
     }
+}
+
+/// The recipe's block devices as the builder gets them.
+fn builder_volumes(recipe: &Recipe) -> Vec<BlockDeviceSpec> {
+    recipe
+        .block_devices
+        .iter()
+        .map(|d| BlockDeviceSpec {
+            device_name: d.device_name.clone(),
+            volume_size_gb: d.volume_size_gb,
+            volume_type: d.volume_type.clone(),
+            delete_on_termination: d.delete_on_termination,
+            encrypted: d.encrypted,
+            kms_key_id: recipe.kms_key_for(&recipe.build_region).map(str::to_owned),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -480,6 +502,20 @@ mod tests {
                 "{hash} {base} {ty}"
             );
         }
+        // A pinned type: current is an older version, the newest published one is what a bake would remake.
+        let (mut pinned, v) = manifest_with(Some("sha256:aa"), "ami-0123456789abcdef0");
+        let older = VersionEntry {
+            version: Version::from_datetime(v.created_at() - chrono::Duration::days(1)),
+            recipe_hash: Some("sha256:old".into()),
+            ..pinned.current("bld-linux64").expect("current").clone()
+        };
+        pinned
+            .add_version("bld-linux64", older.clone(), false)
+            .expect("add");
+        pinned.types.get_mut("bld-linux64").expect("type").current = Some(older.version.clone());
+        let newest =
+            unchanged_current(&pinned, "bld-linux64", "sha256:aa", "ami-0123456789abcdef0");
+        assert_eq!(newest.map(|e| &e.version), Some(&v));
         // A version published before recipe hashes were recorded is never taken as unchanged.
         let (old, _) = manifest_with(None, "ami-0123456789abcdef0");
         assert!(
@@ -509,6 +545,33 @@ mod tests {
         assert!(
             err.to_string().contains("executionId") || err.to_string().contains("type"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_tester_runs_the_new_image_tagged_as_the_bakes_and_leaves_no_volume_behind() {
+        let mut sample: serde_json::Value = serde_json::from_str(include_str!(
+            "../../../../events/run-command-provision.json"
+        ))
+        .expect("sample");
+        let recipe = &mut sample["bake"]["recipe"];
+        recipe["block_devices"][0]["delete_on_termination"] = serde_json::json!(false);
+        recipe["test"] = serde_json::json!({ "commands": ["true"], "instance_type": "t3.small" });
+        let bake: BakeState = serde_json::from_value(sample["bake"].clone()).expect("a bake state");
+        let test = bake.recipe.test.clone().expect("a test");
+        let spec = tester_spec(&bake, &test, "ami-0fedcba9876543210");
+        assert_eq!(spec.image_id, "ami-0fedcba9876543210");
+        assert_eq!(spec.instance_type, "t3.small");
+        assert_eq!(spec.subnet_id, bake.recipe.subnet_id);
+        assert_eq!(spec.tags[tags::ROLE], tags::ROLE_TESTER);
+        assert_eq!(spec.tags[tags::EXECUTION], bake.execution_id);
+        // The recipe keeps its builder's volume, but the tester's goes with it.
+        assert!(!bake.recipe.block_devices[0].delete_on_termination);
+        assert_eq!(spec.block_devices.len(), 1);
+        assert!(spec.block_devices.iter().all(|d| d.delete_on_termination));
+        assert_ne!(
+            spec.client_token,
+            client_token(&bake.execution_id, "launch")
         );
     }
 

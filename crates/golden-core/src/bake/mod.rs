@@ -191,6 +191,9 @@ pub struct CommandRef {
     /// `s3://.../<stage>/<command id>/<instance id>/`: where SSM writes this command's stdout and stderr.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logs: Option<String>,
+    /// The execution that sent it: a passed test's tester is terminated only if it is this execution's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_id: Option<String>,
     #[serde(flatten)]
     pub poll: Poll,
 }
