@@ -10,39 +10,38 @@ pub const NAMESPACE: &str = "golden-ami";
 
 /// One `Published` = 1 for `image_type` in the stack `stack`, at `at`: the EMF document to print as one line.
 pub fn published(stack: &str, image_type: &str, version: &str, at: DateTime<Utc>) -> Value {
-    json!({
-        "_aws": {
-            "Timestamp": at.timestamp_millis(),
-            "CloudWatchMetrics": [{
-                "Namespace": NAMESPACE,
-                "Dimensions": [["Stack", "Type"]],
-                "Metrics": [{"Name": "Published", "Unit": "Count"}],
-            }],
-        },
-        "Stack": stack,
-        "Type": image_type,
-        "Published": 1,
-        // Not a dimension: kept in the log event for who reads it.
-        "Version": version,
-    })
+    one_bake("Published", stack, image_type, version, at)
 }
 
-/// `Unchanged` = 1 for `image_type`: a bake ended early because its recipe and base AMI are the current
-/// version's (launch-builder). With `Published`, what the stack's per-type "no bake" alarm sums.
-pub fn unchanged(stack: &str, image_type: &str, current: &str, at: DateTime<Utc>) -> Value {
+/// `Unchanged` = 1 for `image_type`: a bake ended early because its recipe and base AMI are those of a
+/// version it would only make again (launch-builder). With `Published`, what the stack's per-type "no
+/// bake" alarm sums.
+pub fn unchanged(stack: &str, image_type: &str, version: &str, at: DateTime<Utc>) -> Value {
+    one_bake("Unchanged", stack, image_type, version, at)
+}
+
+/// `metric` = 1 under the Stack and Type dimensions, with the version in the log event.
+fn one_bake(
+    metric: &str,
+    stack: &str,
+    image_type: &str,
+    version: &str,
+    at: DateTime<Utc>,
+) -> Value {
     json!({
         "_aws": {
             "Timestamp": at.timestamp_millis(),
             "CloudWatchMetrics": [{
                 "Namespace": NAMESPACE,
                 "Dimensions": [["Stack", "Type"]],
-                "Metrics": [{"Name": "Unchanged", "Unit": "Count"}],
+                "Metrics": [{"Name": metric, "Unit": "Count"}],
             }],
         },
         "Stack": stack,
         "Type": image_type,
-        "Unchanged": 1,
-        "Current": current,
+        metric: 1,
+        // Not a dimension: kept in the log event for who reads it.
+        "Version": version,
     })
 }
 

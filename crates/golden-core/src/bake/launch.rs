@@ -248,16 +248,13 @@ pub async fn launch_tester(services: &Services, bake: &BakeState) -> Result<Buil
 /// recipe's ones deleted with the tester whatever the recipe says (the tester leaves nothing behind).
 fn tester_spec(bake: &BakeState, test: &crate::recipe::Test, image_id: &str) -> LaunchSpec {
     let recipe = &bake.recipe;
-    let mut tags: BTreeMap<String, String> = recipe.tags.clone();
-    tags.insert(
-        tags::NAME.into(),
-        format!("golden-ami tester {} {}", recipe.image_type, bake.version),
+    let tags = instance_tags(
+        recipe,
+        tags::ROLE_TESTER,
+        &bake.version,
+        &bake.execution_id,
+        image_id,
     );
-    tags.insert(tags::ROLE.into(), tags::ROLE_TESTER.into());
-    tags.insert(tags::TYPE.into(), recipe.image_type.clone());
-    tags.insert(tags::VERSION.into(), bake.version.to_string());
-    tags.insert(tags::EXECUTION.into(), bake.execution_id.clone());
-    tags.insert(tags::SOURCE_AMI.into(), image_id.into());
     LaunchSpec {
         image_id: image_id.into(),
         instance_type: test
@@ -418,16 +415,13 @@ async fn skip_unchanged(
 
 /// The builder's RunInstances request: the recipe's network and profile, IMDSv2 only, tagged as ours.
 pub fn launch_spec(recipe: &Recipe, lock: &LockRecord, source_ami: &str) -> LaunchSpec {
-    let mut tags: BTreeMap<String, String> = recipe.tags.clone();
-    tags.insert(
-        tags::NAME.into(),
-        format!("golden-ami builder {} {}", recipe.image_type, lock.version),
+    let tags = instance_tags(
+        recipe,
+        tags::ROLE_BUILDER,
+        &lock.version,
+        &lock.execution_id,
+        source_ami,
     );
-    tags.insert(tags::ROLE.into(), tags::ROLE_BUILDER.into());
-    tags.insert(tags::TYPE.into(), recipe.image_type.clone());
-    tags.insert(tags::VERSION.into(), lock.version.to_string());
-    tags.insert(tags::EXECUTION.into(), lock.execution_id.clone());
-    tags.insert(tags::SOURCE_AMI.into(), source_ami.into());
     LaunchSpec {
         image_id: source_ami.into(),
         instance_type: recipe.instance_type.clone(),
@@ -439,6 +433,28 @@ pub fn launch_spec(recipe: &Recipe, lock: &LockRecord, source_ami: &str) -> Laun
         tags,
         client_token: client_token(&lock.execution_id, "launch"),
     }
+}
+
+/// A bake instance's tags (builder or tester, `role`), over the recipe's own: what the later stages, cleanup
+/// and the reaper find it by.
+fn instance_tags(
+    recipe: &Recipe,
+    role: &str,
+    version: &Version,
+    execution_id: &str,
+    image_id: &str,
+) -> BTreeMap<String, String> {
+    let mut tags = recipe.tags.clone();
+    tags.insert(
+        tags::NAME.into(),
+        format!("golden-ami {role} {} {version}", recipe.image_type),
+    );
+    tags.insert(tags::ROLE.into(), role.into());
+    tags.insert(tags::TYPE.into(), recipe.image_type.clone());
+    tags.insert(tags::VERSION.into(), version.to_string());
+    tags.insert(tags::EXECUTION.into(), execution_id.into());
+    tags.insert(tags::SOURCE_AMI.into(), image_id.into());
+    tags
 }
 
 /// The recipe's block devices as the builder gets them.
