@@ -1117,7 +1117,10 @@ async fn every_stage_invoked_twice_creates_nothing_twice() {
     let emu = Emulator::from_env().await;
     let ty = unique_type("it-twice-each");
     let exec = format!("arn:aws:states:us-east-1:123456789012:execution:bake:{ty}");
-    let launch = json!({ "input": { "type": ty, "recipe": emu.recipe(&ty, &["us-west-2"]), "pollSeconds": 1 }, "executionId": exec });
+    let mut recipe = emu.recipe(&ty, &["us-west-2"]);
+    recipe["test"] = json!({ "commands": ["test -x /opt/puppetlabs/bin/puppet"] });
+    let launch =
+        json!({ "input": { "type": ty, "recipe": recipe, "pollSeconds": 1 }, "executionId": exec });
 
     let state = ok(emu.invoke("launch-builder", &launch), "launch");
     let again = ok(emu.invoke("launch-builder", &launch), "launch again");
@@ -1178,6 +1181,44 @@ async fn every_stage_invoked_twice_creates_nothing_twice() {
     let image = ok(emu.invoke("image-status", &image), "image-status again");
     assert_eq!(image["available"], true);
     state["image"] = image.clone();
+
+    // The tester: launched once, commanded once, and a passed test's status checked twice is still done.
+    let tester_launch = json!({ "tester": state });
+    let t1 = ok(
+        emu.invoke("launch-builder", &tester_launch),
+        "launch tester",
+    );
+    let t2 = ok(
+        emu.invoke("launch-builder", &tester_launch),
+        "launch tester again",
+    );
+    assert_eq!(t1["instanceId"], t2["instanceId"]);
+    let testers = emu
+        .instances(
+            BUILD,
+            &[(tags::ROLE, "tester"), (tags::EXECUTION, exec.as_str())],
+        )
+        .await;
+    assert_eq!(testers.len(), 1, "{testers:?}");
+    state["tester"] = ok(emu.invoke("builder-ready", &t1), "tester ready");
+    assert_eq!(state["tester"]["ready"], true);
+    let payload = json!({ "stage": "test", "bake": state });
+    let c1 = ok(emu.invoke("run-command", &payload), "test");
+    let c2 = ok(emu.invoke("run-command", &payload), "test again");
+    assert_eq!(c1["commandId"], c2["commandId"]);
+    let s1 = ok(emu.invoke("command-status", &c1), "test status");
+    let s2 = ok(emu.invoke("command-status", &c1), "test status again");
+    assert_eq!(
+        (s1["done"].clone(), s2["done"].clone()),
+        (json!(true), json!(true))
+    );
+    let tester_id = t1["instanceId"].as_str().unwrap_or_default();
+    assert_eq!(commands_sent(&emu, tester_id).await.len(), 1);
+    assert!(matches!(
+        emu.instance_state(BUILD, tester_id).await.as_str(),
+        "terminated" | "shutting-down"
+    ));
+    state["command"] = s2;
 
     let item = json!({ "region": "us-west-2", "source": image, "type": ty, "version": state["version"], "executionId": exec,
                        "pollSeconds": 1, "deadline": state["deadline"], "recipe": state["recipe"] });
