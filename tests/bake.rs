@@ -370,6 +370,24 @@ async fn states_entered(emu: &Emulator, arn: &str) -> Vec<String> {
     names
 }
 
+/// Bakes `recipe` once, which must end FAILED with `CommandFailed`: its execution ARN and cause.
+async fn bake_failing_with_a_command(emu: &Emulator, ty: &str, recipe: &Value) -> (String, String) {
+    let (arn, done) = emu
+        .bake(
+            &format!("{ty}-1"),
+            &json!({ "type": ty, "recipe": recipe, "pollSeconds": 1 }),
+        )
+        .await;
+    assert_eq!(done.status, ExecutionStatus::Failed, "{:?}", done.output);
+    assert_eq!(
+        done.error.as_deref(),
+        Some("CommandFailed"),
+        "{:?}",
+        done.cause
+    );
+    (arn, done.cause.unwrap_or_default())
+}
+
 /// The bake's tester instances (any state).
 async fn testers(emu: &Emulator, arn: &str) -> Vec<aws_sdk_ec2::types::Instance> {
     emu.instances(BUILD, &[(tags::ROLE, "tester"), (tags::EXECUTION, arn)])
@@ -461,21 +479,8 @@ async fn a_failing_test_fails_the_bake_discards_the_image_and_publishes_nothing(
     let ty = unique_type("it-testfail");
     let mut recipe = emu.recipe(&ty, &COPIES[..1]);
     recipe["test"] = json!({ "commands": ["curl -fsS http://localhost:8080/health  # emulator: fail curl: (7) Failed to connect to localhost port 8080"] });
-    let (arn, done) = emu
-        .bake(
-            &format!("{ty}-1"),
-            &json!({ "type": ty, "recipe": recipe, "pollSeconds": 1 }),
-        )
-        .await;
+    let (arn, cause) = bake_failing_with_a_command(&emu, &ty, &recipe).await;
     // THEN the bake fails with the test's stderr and the link to its whole output
-    assert_eq!(done.status, ExecutionStatus::Failed, "{:?}", done.output);
-    assert_eq!(
-        done.error.as_deref(),
-        Some("CommandFailed"),
-        "{:?}",
-        done.cause
-    );
-    let cause = done.cause.clone().unwrap_or_default();
     assert!(cause.contains("test command"), "{cause}");
     assert!(
         cause.contains("Failed to connect to localhost port 8080"),
@@ -909,21 +914,8 @@ async fn bake_whose_provision_command_fails_ends_failed_with_its_stderr_and_a_li
     // The emulator's SSM stand-in reports a command with this comment Failed, exit 1, this stderr.
     recipe["provision"]["commands"] =
         json!(["puppet agent --test  # emulator: fail Error: Could not retrieve catalog from remote server"]);
-    let (arn, done) = emu
-        .bake(
-            &format!("{ty}-1"),
-            &json!({ "type": ty, "recipe": recipe, "pollSeconds": 1 }),
-        )
-        .await;
+    let (arn, cause) = bake_failing_with_a_command(&emu, &ty, &recipe).await;
     // THEN the bake fails with the command's error, its stderr, and where its whole output is
-    assert_eq!(done.status, ExecutionStatus::Failed, "{:?}", done.output);
-    assert_eq!(
-        done.error.as_deref(),
-        Some("CommandFailed"),
-        "{:?}",
-        done.cause
-    );
-    let cause = done.cause.clone().unwrap_or_default();
     assert!(cause.contains("Could not retrieve catalog"), "{cause}");
     let link = cause
         .split("whole output: ")

@@ -580,6 +580,33 @@ impl Recipe {
         self.check_test(c);
     }
 
+    /// Provision's and test's commands: none may hold a NUL.
+    fn check_commands(c: &mut Checker<'_>, section: &str, commands: &[String]) {
+        for (i, cmd) in commands.iter().enumerate() {
+            if cmd.contains('\0') {
+                c.report(
+                    format!("{section}.commands[{i}]"),
+                    "contains a NUL character; remove it",
+                );
+            }
+        }
+    }
+
+    /// Provision's and test's timeouts: within the bake's.
+    fn check_timeout(&self, c: &mut Checker<'_>, section: &str, timeout_minutes: u32) {
+        if !c.is_tainted("max_build_minutes")
+            && !(1..=self.max_build_minutes).contains(&timeout_minutes)
+        {
+            c.report(
+                format!("{section}.timeout_minutes"),
+                format!(
+                    "timeout_minutes is {timeout_minutes}; expected 1 to max_build_minutes ({})",
+                    self.max_build_minutes
+                ),
+            );
+        }
+    }
+
     fn check_test(&self, c: &mut Checker<'_>) {
         let Some(test) = &self.test else {
             return;
@@ -587,25 +614,8 @@ impl Recipe {
         if test.commands.is_empty() && !c.is_tainted("test.commands") {
             c.report("test.commands", "nothing to run: list at least one command");
         }
-        for (i, cmd) in test.commands.iter().enumerate() {
-            if cmd.contains('\0') {
-                c.report(
-                    format!("test.commands[{i}]"),
-                    "contains a NUL character; remove it",
-                );
-            }
-        }
-        if !c.is_tainted("max_build_minutes")
-            && !(1..=self.max_build_minutes).contains(&test.timeout_minutes)
-        {
-            c.report(
-                "test.timeout_minutes",
-                format!(
-                    "timeout_minutes is {}; expected 1 to max_build_minutes ({})",
-                    test.timeout_minutes, self.max_build_minutes
-                ),
-            );
-        }
+        Self::check_commands(c, "test", &test.commands);
+        self.check_timeout(c, "test", test.timeout_minutes);
         if let Some(t) = test
             .instance_type
             .as_deref()
@@ -727,28 +737,11 @@ impl Recipe {
                 "nothing to run: set provision.commands, provision.script, or both",
             );
         }
-        for (i, cmd) in p.commands.iter().enumerate() {
-            if cmd.contains('\0') {
-                c.report(
-                    format!("provision.commands[{i}]"),
-                    "contains a NUL character; remove it",
-                );
-            }
-        }
+        Self::check_commands(c, "provision", &p.commands);
         if p.script.as_deref().is_some_and(|s| s.contains('\0')) {
             c.report("provision.script", "contains a NUL character; remove it");
         }
-        if !c.is_tainted("max_build_minutes")
-            && !(1..=self.max_build_minutes).contains(&p.timeout_minutes)
-        {
-            c.report(
-                "provision.timeout_minutes",
-                format!(
-                    "timeout_minutes is {}; expected 1 to max_build_minutes ({})",
-                    p.timeout_minutes, self.max_build_minutes
-                ),
-            );
-        }
+        self.check_timeout(c, "provision", p.timeout_minutes);
         for (key, value) in &p.env {
             let path = format!("provision.env.{}", path_key(key));
             if !is_env_name(key) {

@@ -12,6 +12,12 @@ pub const ROLE_BUILDER: &str = "builder";
 pub const ROLE_TESTER: &str = "tester";
 /// The instance roles of a bake, [`ROLE_BUILDER`] and [`ROLE_TESTER`]: what cleanup and the reaper terminate.
 pub const BAKE_INSTANCE_ROLES: [&str; 2] = [ROLE_BUILDER, ROLE_TESTER];
+/// Whether an instance with these tags is a bake's own (builder or tester): reaped with its bake, never
+/// counted or acted on as the fleet's.
+pub fn is_bake_instance(tags: &std::collections::BTreeMap<String, String>) -> bool {
+    tags.get(ROLE)
+        .is_some_and(|r| BAKE_INSTANCE_ROLES.contains(&r.as_str()))
+}
 /// Value of [`ROLE`] on an image and its snapshots (the only images prune ever considers).
 pub const ROLE_IMAGE: &str = "image";
 /// The image type, e.g. `bld-linux64`.
@@ -70,6 +76,20 @@ mod tests {
         ] {
             assert!(!is_reserved(key), "{key} should not be reserved");
         }
+    }
+
+    #[test]
+    fn builders_and_testers_are_the_bakes_never_the_fleets() {
+        let with_role = |role: Option<&str>| -> std::collections::BTreeMap<String, String> {
+            role.map(|r| (ROLE.to_owned(), r.to_owned()))
+                .into_iter()
+                .collect()
+        };
+        // A tester runs the new image before it is current: enforcement would see it as stale.
+        assert!(is_bake_instance(&with_role(Some(ROLE_BUILDER))));
+        assert!(is_bake_instance(&with_role(Some(ROLE_TESTER))));
+        assert!(!is_bake_instance(&with_role(Some("web"))));
+        assert!(!is_bake_instance(&with_role(None)));
     }
 
     #[test]

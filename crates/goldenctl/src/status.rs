@@ -188,9 +188,7 @@ pub async fn status(
                         // The verdict on the image, whatever the state: a stopped instance's image matters too.
                         state: "running".into(),
                         image_type: image_type.clone(),
-                        builder: tags
-                            .get(tags::ROLE)
-                            .is_some_and(|r| tags::BAKE_INSTANCE_ROLES.contains(&r.as_str())),
+                        builder: tags::is_bake_instance(&tags),
                         exempt: false,
                         launched_at: None,
                     };

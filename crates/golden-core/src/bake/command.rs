@@ -24,28 +24,27 @@ pub async fn run(services: &Services, input: RunCommandInput) -> Result<CommandR
     let bake = &input.bake;
     bake.check(&services.config)?;
     let recipe = &bake.recipe;
-    let (commands, minutes) = match input.stage {
+    // Provision and sanitize run on the builder, the test on the tester.
+    let (commands, minutes, target) = match input.stage {
         CommandStage::Provision => (
             scripts::provision_commands(recipe),
             recipe.provision.timeout_minutes,
+            &bake.builder,
         ),
         CommandStage::Sanitize => (
             scripts::sanitize_commands(recipe.platform, &recipe.sanitize.extra_paths),
             SANITIZE_MINUTES,
+            &bake.builder,
         ),
-        CommandStage::Test => (
-            scripts::test_commands(recipe),
-            recipe.test.as_ref().map_or(0, |t| t.timeout_minutes),
-        ),
-    };
-    // Provision and sanitize run on the builder, the test on the tester.
-    let target = match input.stage {
-        CommandStage::Test => bake.tester.as_ref().filter(|_| recipe.test.is_some()).ok_or_else(|| {
-            Error::InvalidInput(
-                "the test stage needs the recipe's [test] and a tester in $.tester (LaunchTester)".into(),
-            )
-        })?,
-        CommandStage::Provision | CommandStage::Sanitize => &bake.builder,
+        CommandStage::Test => {
+            let (test, tester) = recipe.test.as_ref().zip(bake.tester.as_ref()).ok_or_else(|| {
+                Error::InvalidInput(
+                    "the test stage needs the recipe's [test] and a tester in $.tester (LaunchTester)"
+                        .into(),
+                )
+            })?;
+            (scripts::test_commands(recipe), test.timeout_minutes, tester)
+        }
     };
     let region = &target.region;
     let instance_id = &target.instance_id;

@@ -8,7 +8,7 @@ use super::lock::{self, LockRecord};
 use super::{client_token, BakeState, BuilderRef, Poll, Services};
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, VersionEntry, VersionStatus};
-use crate::ports::{BlockDeviceSpec, LaunchSpec};
+use crate::ports::{BlockDeviceSpec, Instance, LaunchSpec};
 use crate::publishing::read_manifest;
 use crate::recipe::{is_valid_type_name, Rebuild, Recipe};
 use crate::tags;
@@ -213,28 +213,8 @@ pub async fn launch_tester(services: &Services, bake: &BakeState) -> Result<Buil
         )
     })?;
     let region = &image.region;
-    let existing = services
-        .ec2
-        .find_instances(
-            region,
-            &[
-                (tags::ROLE, tags::ROLE_TESTER),
-                (tags::EXECUTION, &bake.execution_id),
-            ],
-        )
-        .await?;
-    let tester = match existing.into_iter().next() {
-        Some(instance) => {
-            tracing::info!(instance_id = %instance.instance_id, "tester already launched by this execution");
-            instance
-        }
-        None => {
-            let spec = tester_spec(bake, test, &image.image_id);
-            let instance = services.ec2.run_instance(region, &spec).await?;
-            tracing::info!(r#type = %bake.image_type, version = %bake.version, instance_id = %instance.instance_id, image_id = %image.image_id, "tester launched");
-            instance
-        }
-    };
+    let spec = tester_spec(bake, test, &image.image_id);
+    let tester = find_or_launch(services, region, &spec).await?;
     Ok(BuilderRef {
         instance_id: tester.instance_id,
         region: region.clone(),
@@ -242,6 +222,24 @@ pub async fn launch_tester(services: &Services, bake: &BakeState) -> Result<Buil
         state: tester.state,
         poll: Poll::new(READY_MINUTES, bake.poll_seconds, bake.deadline),
     })
+}
+
+/// The instance `spec` describes: the one this execution already launched with its role (a retried stage),
+/// else a new one. Found by the spec's role and execution tags, which it is launched with.
+async fn find_or_launch(services: &Services, region: &str, spec: &LaunchSpec) -> Result<Instance> {
+    let tag = |k: &str| spec.tags.get(k).map_or("", String::as_str);
+    let (role, execution) = (tag(tags::ROLE), tag(tags::EXECUTION));
+    let existing = services
+        .ec2
+        .find_instances(region, &[(tags::ROLE, role), (tags::EXECUTION, execution)])
+        .await?;
+    if let Some(instance) = existing.into_iter().next() {
+        tracing::info!(instance_id = %instance.instance_id, "{role} already launched by this execution");
+        return Ok(instance);
+    }
+    let instance = services.ec2.run_instance(region, spec).await?;
+    tracing::info!(r#type = tag(tags::TYPE), version = tag(tags::VERSION), instance_id = %instance.instance_id, image_id = %spec.image_id, %region, "{role} launched");
+    Ok(instance)
 }
 
 /// The tester's RunInstances request: the builder's network and profile, the new image's own volumes, the
@@ -313,28 +311,8 @@ async fn launch(services: &Services, input: LaunchInput) -> Result<Launched> {
     let held = lock::acquire(services.store.as_ref(), wanted, now).await?;
     let region = recipe.build_region.clone();
 
-    let existing = services
-        .ec2
-        .find_instances(
-            &region,
-            &[
-                (tags::ROLE, tags::ROLE_BUILDER),
-                (tags::EXECUTION, &input.execution_id),
-            ],
-        )
-        .await?;
-    let builder = match existing.into_iter().next() {
-        Some(instance) => {
-            tracing::info!(instance_id = %instance.instance_id, "builder already launched by this execution");
-            instance
-        }
-        None => {
-            let spec = launch_spec(&recipe, &held, &source_ami);
-            let instance = services.ec2.run_instance(&region, &spec).await?;
-            tracing::info!(r#type = %recipe.image_type, version = %held.version, instance_id = %instance.instance_id, %region, "builder launched");
-            instance
-        }
-    };
+    let builder =
+        find_or_launch(services, &region, &launch_spec(&recipe, &held, &source_ami)).await?;
 
     let logs = format!(
         "s3://{}/{}/",

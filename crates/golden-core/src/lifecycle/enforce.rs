@@ -292,7 +292,7 @@ async fn take_event_slot(
         .await?
         .iter()
         .filter(|i| i.tags.get(&services.config.type_tag).map(String::as_str) == Some(image_type))
-        .filter(|i| !is_bake_instance(i))
+        .filter(|i| !tags::is_bake_instance(&i.tags))
         .count();
     let budget = freshness::sweep_budget(fleet, rollout.max_fraction);
     let key = event_actions_key(image_type, region);
@@ -374,49 +374,12 @@ fn fleet_instance(services: &Services, region: &str, i: &Instance) -> FleetInsta
         state: i.state.clone(),
         image_type: i.tags.get(&services.config.type_tag).cloned(),
         // A builder, or a tester running the new image before it is published: never the fleet's.
-        builder: is_bake_instance(i),
+        builder: tags::is_bake_instance(&i.tags),
         exempt: i
             .tags
             .get(tags::EXEMPT)
             .is_some_and(|v| v.eq_ignore_ascii_case("true")),
         // Not LaunchTime: a stop and start resets it, and would make an old instance look freshly launched.
         launched_at: i.first_launched,
-    }
-}
-
-/// A bake's own instance (builder or tester), which enforcement never counts or touches.
-fn is_bake_instance(i: &crate::ports::Instance) -> bool {
-    i.tags
-        .get(tags::ROLE)
-        .is_some_and(|r| tags::BAKE_INSTANCE_ROLES.contains(&r.as_str()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn with_role(role: Option<&str>) -> crate::ports::Instance {
-        crate::ports::Instance {
-            instance_id: "i-0123456789abcdef0".into(),
-            image_id: "ami-0123456789abcdef0".into(),
-            state: "running".into(),
-            launch_time: None,
-            first_launched: None,
-            private_ip: None,
-            public_ip: None,
-            tags: role
-                .map(|r| (tags::ROLE.to_owned(), r.to_owned()))
-                .into_iter()
-                .collect(),
-        }
-    }
-
-    #[test]
-    fn builders_and_testers_are_the_bakes_never_the_fleets() {
-        // A tester runs the new image before it is current: enforcement would see it as stale.
-        assert!(is_bake_instance(&with_role(Some(tags::ROLE_BUILDER))));
-        assert!(is_bake_instance(&with_role(Some(tags::ROLE_TESTER))));
-        assert!(!is_bake_instance(&with_role(Some("web"))));
-        assert!(!is_bake_instance(&with_role(None)));
     }
 }

@@ -73,11 +73,7 @@ pub async fn handle(services: &Services, trigger: Trigger) -> Result<ReapReport>
             ..
         } => {
             let found = services.ec2.describe_instance(region, instance_id).await?;
-            let builder = found.filter(|i| {
-                i.tags
-                    .get(tags::ROLE)
-                    .is_some_and(|r| tags::BAKE_INSTANCE_ROLES.contains(&r.as_str()))
-            });
+            let builder = found.filter(|i| tags::is_bake_instance(&i.tags));
             (
                 false,
                 builder.map(|i| (region.clone(), i)).into_iter().collect(),
