@@ -53,6 +53,13 @@ STATE_MACHINE_ROLE = f"arn:aws:iam::{ACCOUNT}:role/golden-ami-bake-local"
 INSTANCE_PROFILE = "golden-ami-builder"
 BASE_AMI_PARAMETER = "/golden-ami/base/al2023"
 SUBNET_NAME = "golden-ami-builders"
+TEMPLATE = REPO / "infra" / "template.yaml"
+# The stack's bake schedules (one per pushed recipe's type, named after it), its notifications topic and the
+# role its schedules start bakes with; moto never fires a schedule, the tests start their executions.
+SCHEDULE_GROUP = "golden-ami-local-bakes"
+NOTIFICATIONS_TOPIC = "golden-ami-local-notifications"
+SCHEDULER_ROLE = f"arn:aws:iam::{ACCOUNT}:role/golden-ami-scheduler-local"
+STATE_MACHINE_ARN = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{STATE_MACHINE}"
 
 # ${...} of bake.asl.json -> the function it names (docs/stages.md).
 ASL_FUNCTIONS = {
@@ -95,6 +102,15 @@ INVOKE_TIMEOUT = int(os.environ.get("GOLDEN_EMULATOR_INVOKE_TIMEOUT") or 300)
 
 class SetupError(Exception):
     """The emulator could not be set up; the message says what and where to look."""
+
+
+def template_schedule_input() -> str:
+    """The bake schedules' Target Input of infra/template.yaml, with its `${Type}` left in."""
+    match = re.search(r"Input: !Sub\n\s*- '([^']*\$\{Type\}[^']*)'", TEMPLATE.read_text())
+    if not match:
+        raise SetupError(f"no bake schedule Input (`Input: !Sub` then `- '...${{Type}}...'`) in {TEMPLATE}")
+    json.loads(match.group(1).replace("${Type}", "t"))
+    return match.group(1)
 
 
 def say(msg: str) -> None:
@@ -811,6 +827,10 @@ class Emulator:
             "GOLDEN_BUCKET": BUCKET,
             "GOLDEN_REGIONS": ",".join(REGIONS),
             "GOLDEN_STACK_NAME": "golden-ami-local",  # publish's metric line lands in watch.log
+            # The schedule guard's deployment (seed_moto makes them; the state machine's name is fixed).
+            "GOLDEN_STATE_MACHINE_ARN": STATE_MACHINE_ARN,
+            "GOLDEN_SCHEDULE_GROUP": SCHEDULE_GROUP,
+            "GOLDEN_NOTIFICATIONS_TOPIC_ARN": f"arn:aws:sns:{REGION}:{ACCOUNT}:{NOTIFICATIONS_TOPIC}",
             # The tests poll every second; a deployed stack refuses less than 15 (the default).
             "GOLDEN_MIN_POLL_SECONDS": "1",
             "RUST_LOG": "info",
@@ -946,9 +966,22 @@ class Emulator:
             s3.put_object(Bucket=BUCKET, Key=f"recipes/{recipe['type']}.json",
                           Body=json.dumps(recipe, indent=2).encode(), ContentType="application/json")
             pushed.append(recipe["type"])
+        # The stack's notifications topic and bake schedules, each with the template's schedule input.
+        client("sns").create_topic(Name=NOTIFICATIONS_TOPIC)
+        scheduler = client("scheduler")
+        scheduler.create_schedule_group(Name=SCHEDULE_GROUP)
+        schedule_input = template_schedule_input()
+        for ty in pushed:
+            scheduler.create_schedule(
+                GroupName=SCHEDULE_GROUP, Name=ty, ScheduleExpression="cron(10 1 * * ? *)",
+                ScheduleExpressionTimezone="UTC", FlexibleTimeWindow={"Mode": "OFF"}, State="ENABLED",
+                Target={"Arn": STATE_MACHINE_ARN, "RoleArn": SCHEDULER_ROLE,
+                        "Input": schedule_input.replace("${Type}", ty),
+                        "RetryPolicy": {"MaximumRetryAttempts": 2, "MaximumEventAgeInSeconds": 3600}})
         self.seed = {"subnet": subnet, "security_group": sg, "base_ami": base_ami, "vpc": vpc}
         say(f"seeded moto: vpc {vpc}, subnet {subnet}, sg {sg}, base AMI {base_ami} "
-            f"({BASE_AMI_PARAMETER}), s3://{BUCKET} with recipes {', '.join(pushed) or '(none)'}")
+            f"({BASE_AMI_PARAMETER}), s3://{BUCKET} with recipes {', '.join(pushed) or '(none)'}, "
+            f"schedules {SCHEDULE_GROUP}/<type>, topic {NOTIFICATIONS_TOPIC}")
 
         # -- the state machine, from the real ASL
         text = ASL.read_text()
@@ -964,6 +997,9 @@ class Emulator:
         self.state_machine_arn = sfn.create_state_machine(
             name=STATE_MACHINE, definition=text, roleArn=STATE_MACHINE_ROLE, type="STANDARD",
         )["stateMachineArn"]
+        if self.state_machine_arn != STATE_MACHINE_ARN:
+            raise SetupError(f"the state machine is {self.state_machine_arn}, not {STATE_MACHINE_ARN} as the "
+                             "functions were told (GOLDEN_STATE_MACHINE_ARN)")
         (self.dir / "bake.asl.json").write_text(text)
         say(f"created state machine {self.state_machine_arn}")
 
@@ -987,6 +1023,8 @@ class Emulator:
             GOLDEN_SEED_BASE_AMI=self.seed["base_ami"],
             GOLDEN_SEED_BASE_AMI_PARAMETER=BASE_AMI_PARAMETER,
             GOLDEN_SEED_INSTANCE_PROFILE=INSTANCE_PROFILE,
+            GOLDEN_SCHEDULE_GROUP=SCHEDULE_GROUP,
+            GOLDEN_NOTIFICATIONS_TOPIC_ARN=f"arn:aws:sns:{REGION}:{ACCOUNT}:{NOTIFICATIONS_TOPIC}",
             GOLDEN_EMULATOR_DIR=str(self.dir),
             GOLDEN_EMULATOR="1",
         )

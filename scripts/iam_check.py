@@ -43,7 +43,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from emulator import ACCOUNT, BUCKET, INSTANCE_PROFILE, REGION, STATE_MACHINE  # noqa: E402
+from emulator import (  # noqa: E402
+    ACCOUNT, BUCKET, INSTANCE_PROFILE, NOTIFICATIONS_TOPIC, REGION, SCHEDULE_GROUP, SCHEDULER_ROLE, STATE_MACHINE,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO / "infra" / "template.yaml"
@@ -58,8 +60,11 @@ BUILDER_INSTANCE = "builder-instance"  # the builder's instance role, in the cas
 PHYSICAL = {
     "GoldenBucket": BUCKET,
     "BakeStateMachine": f"arn:{PARTITION}:states:{REGION}:{ACCOUNT}:stateMachine:{STATE_MACHINE}",
+    "BakeScheduleGroup": SCHEDULE_GROUP,
+    "NotificationsTopic": f"arn:{PARTITION}:sns:{REGION}:{ACCOUNT}:{NOTIFICATIONS_TOPIC}",
 }
 ATTRIBUTES = {
+    ("SchedulerRole", "Arn"): SCHEDULER_ROLE,
     ("GoldenBucket", "Arn"): f"arn:{PARTITION}:s3:::{BUCKET}",
     ("BakeStateMachine", "Name"): STATE_MACHINE,
 }
@@ -115,6 +120,8 @@ def _substitute(value, identifier: str, item: str):
     if isinstance(value, list):
         return [_substitute(v, identifier, item) for v in value]
     if isinstance(value, dict):
+        if value == {"Ref": identifier}:  # `!Ref Identifier` inside the loop is the item itself
+            return item
         return {_substitute(k, identifier, item): _substitute(v, identifier, item) for k, v in value.items()}
     return value
 
@@ -299,9 +306,10 @@ def stages() -> dict[str, str]:
     """Stage name (what a function puts in its user agent) -> binary, from functions/*/src/main.rs."""
     out = {}
     for main in sorted((REPO / "functions").glob("*/src/main.rs")):
-        match = re.search(r'runtime::serve\(\s*"(\w+)"', main.read_text())
+        match = re.search(r'runtime::serve(?:_with)?\(\s*"(\w+)"', main.read_text())
         if not match:
-            raise CheckError(f"{main.relative_to(REPO)} does not call golden_core::runtime::serve(\"<Stage>\", ...)")
+            raise CheckError(f"{main.relative_to(REPO)} does not call golden_core::runtime::serve(\"<Stage>\", ...) "
+                             "or serve_with")
         out[match.group(1)] = main.parent.parent.name
     return out
 
@@ -503,7 +511,29 @@ def states_auths(call: dict) -> list[Auth]:
     raise CheckError(f"no IAM model for states:{op}: add one to scripts/iam_check.py (states_auths)")
 
 
-MODELS = {"ec2": ec2_auths, "ssm": ssm_auths, "s3": s3_auths, "states": states_auths}
+def scheduler_auths(call: dict) -> list[Auth]:
+    op, region, params = call["operation"], call["region"], call["params"]
+    schedule = f"arn:{PARTITION}:scheduler:{region}:{ACCOUNT}:schedule/{params.get('GroupName', 'default')}/" \
+               f"{params['Name']}"
+    if op in ("GetSchedule", "DeleteSchedule"):
+        return [Auth(f"scheduler:{op}", schedule)]
+    if op in ("UpdateSchedule", "CreateSchedule"):
+        # The schedule's role is passed to Scheduler again with every write of the schedule.
+        role = params.get("Target", {}).get("RoleArn")
+        passed = [Auth("iam:PassRole", role, {"iam:PassedToService": "scheduler.amazonaws.com"})] if role else []
+        return [Auth(f"scheduler:{op}", schedule), *passed]
+    raise CheckError(f"no IAM model for scheduler:{op}: add one to scripts/iam_check.py (scheduler_auths)")
+
+
+def sns_auths(call: dict) -> list[Auth]:
+    op, params = call["operation"], call["params"]
+    if op == "Publish":
+        return [Auth("sns:Publish", params["TopicArn"])]
+    raise CheckError(f"no IAM model for sns:{op}: add one to scripts/iam_check.py (sns_auths)")
+
+
+MODELS = {"ec2": ec2_auths, "ssm": ssm_auths, "s3": s3_auths, "states": states_auths,
+          "scheduler": scheduler_auths, "sns": sns_auths}
 
 
 def authorizations(call: dict) -> list[Auth]:

@@ -62,6 +62,19 @@ def parse_request(method: str, path: str, headers, body: bytes) -> dict:
         return {"service": service, "region": region, "operation": _s3_operation(method, key, q, headers),
                 "params": {"Bucket": bucket, "Key": key, **{f"?{k}": v for k, v in q.items()},
                            **{h: headers[h] for h in ("If-Match", "If-None-Match") if headers.get(h)}}}
+    if service == "scheduler":  # REST-JSON: /schedules/<name>, the group in the query (GET) or the body
+        name = urllib.parse.unquote(raw_path).rstrip("/").rsplit("/", 1)[-1]
+        q = {k: v[0] for k, v in urllib.parse.parse_qs(query).items()}
+        try:
+            params = json.loads(body or b"{}")
+        except ValueError:
+            params = {}
+        operation = {"GET": "GetSchedule", "PUT": "UpdateSchedule", "POST": "CreateSchedule",
+                     "DELETE": "DeleteSchedule"}.get(method, f"{method}Schedule")
+        if not raw_path.startswith("/schedules/"):
+            operation = f"{method} {raw_path}"  # not a schedule call: iam_check.py has no model and says so
+        params.update(Name=name, **({"GroupName": q["groupName"]} if "groupName" in q else {}))
+        return {"service": service, "region": region, "operation": operation, "params": params}
     if target:  # JSON protocol: X-Amz-Target is Service_Version.Operation
         try:
             params = json.loads(body or b"{}")

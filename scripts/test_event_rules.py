@@ -38,6 +38,8 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("ReapBuildersFunction", "BakeExecutionEnded"): {
         "sfn-execution-failed", "sfn-execution-timed-out", "sfn-execution-aborted"},
     ("ReapBuildersFunction", "InstanceStateChange"): {"ec2-running", "ec2-stopped"},
+    ("ScheduleGuardFunction", "BakeEndedBadly"): {
+        "sfn-execution-failed", "sfn-execution-timed-out", "sfn-execution-aborted"},
     ("EnforceFreshnessFunction", "InstanceRunning"): {"ec2-running"},
     # Rules of their own (AWS::Events::Rule), whose target is the notifications topic.
     ("BakeEndedBadlyNotification", "EventPattern"): {

@@ -27,6 +27,11 @@ pub struct Config {
     /// `auto`, which picks one from the environment (see `tls_roots` below). The CLI always uses the system's
     /// store.
     pub tls_roots: TrustRoots,
+    /// `GOLDEN_SCHEDULE_GROUP`: the EventBridge Scheduler group of the stack's bake schedules, one per type
+    /// and named after it (the schedule guard and goldenctl's `schedule` commands).
+    pub schedule_group: Option<String>,
+    /// `GOLDEN_NOTIFICATIONS_TOPIC_ARN`: the SNS topic the schedule guard tells of a schedule it disabled.
+    pub notifications_topic_arn: Option<String>,
     /// The lifecycle functions' knobs (prune, reap-builders, enforce-freshness). An invalid one holds its
     /// default here and is listed in `invalid`: only a function that uses it fails ([`Config::check`]), so a
     /// bad lifecycle setting cannot stop the bake stages from starting.
@@ -55,6 +60,9 @@ pub struct Lifecycle {
     pub rollout_max_fraction: f64,
     /// `GOLDEN_ENFORCE_ACTION` (terminate): terminate, stop or report.
     pub enforce_action: String,
+    /// `GOLDEN_MAX_FAILED_SCHEDULED_BAKES` (3): the schedule guard disables a type's schedule after this
+    /// many scheduled bakes of it failed in a row; 0 never disables.
+    pub max_failed_scheduled_bakes: u32,
 }
 
 impl Default for Lifecycle {
@@ -67,6 +75,7 @@ impl Default for Lifecycle {
             rollout_window_minutes: 180,
             rollout_max_fraction: 0.25,
             enforce_action: "terminate".into(),
+            max_failed_scheduled_bakes: 3,
         }
     }
 }
@@ -203,6 +212,14 @@ impl Lifecycle {
                 |v| matches!(v.as_str(), "terminate" | "stop" | "report"),
                 "terminate, stop or report",
             ),
+            max_failed_scheduled_bakes: lenient_setting(
+                get,
+                bad,
+                "GOLDEN_MAX_FAILED_SCHEDULED_BAKES",
+                d.max_failed_scheduled_bakes,
+                |v| *v <= 100,
+                "a count up to 100 (0 never disables a schedule)",
+            ),
         };
         (lifecycle, invalid)
     }
@@ -220,6 +237,7 @@ pub const ENFORCE_SETTINGS: &[&str] = &[
     "GOLDEN_ROLLOUT_MAX_FRACTION",
     "GOLDEN_ENFORCE_ACTION",
 ];
+pub const GUARD_SETTINGS: &[&str] = &["GOLDEN_MAX_FAILED_SCHEDULED_BAKES"];
 
 impl Config {
     pub fn from_env() -> Result<Self, Error> {
@@ -255,6 +273,11 @@ impl Config {
             .unwrap_or_default();
         let state_machine_arn = get("GOLDEN_STATE_MACHINE_ARN").filter(|a| !a.trim().is_empty());
         let (lifecycle, invalid) = Lifecycle::from_lookup(&get);
+        let optional = |name: &str| {
+            get(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         Ok(Self {
             bucket,
             type_tag: type_tag.unwrap_or_else(|| tags::DEFAULT_TYPE_TAG.to_owned()),
@@ -271,6 +294,8 @@ impl Config {
                 "seconds, 1 to 3600",
             )?,
             tls_roots: tls_roots(&get)?,
+            schedule_group: optional("GOLDEN_SCHEDULE_GROUP"),
+            notifications_topic_arn: optional("GOLDEN_NOTIFICATIONS_TOPIC_ARN"),
             lifecycle,
             invalid,
         })

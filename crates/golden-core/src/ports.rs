@@ -247,9 +247,60 @@ pub trait ObjectStore: Send + Sync {
     async fn list(&self, prefix: &str) -> Result<Vec<String>>;
 }
 
-/// Step Functions, for the reaper: is a bake's execution still running?
+/// One execution of the bake state machine, as ListExecutions gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutionSummary {
+    pub arn: String,
+    pub name: String,
+    /// `RUNNING`, `SUCCEEDED`, `FAILED`, `TIMED_OUT`, `ABORTED`, `PENDING_REDRIVE`.
+    pub status: String,
+    pub start: DateTime<Utc>,
+}
+
+/// Step Functions: is a bake's execution still running (the reaper); which bakes ran lately and with what
+/// input (the schedule guard).
 #[async_trait]
 pub trait Executions: Send + Sync {
     /// `RUNNING`, `SUCCEEDED`, `FAILED`, `TIMED_OUT`, `ABORTED`, ...; None if there is no such execution.
     async fn status(&self, execution_arn: &str) -> Result<Option<String>>;
+    /// The executions of `state_machine_arn` started at or after `since`, newest first, at most `limit`.
+    async fn started_since(
+        &self,
+        state_machine_arn: &str,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<ExecutionSummary>>;
+    /// An execution's input (JSON text); None if there is no such execution.
+    async fn input(&self, execution_arn: &str) -> Result<Option<String>>;
+}
+
+/// A bake schedule of EventBridge Scheduler, reduced to what the schedule guard and goldenctl look at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BakeSchedule {
+    pub group: String,
+    /// The image type: each type's schedule is named after it.
+    pub name: String,
+    pub enabled: bool,
+    /// `cron(...)`, `rate(...)` or `at(...)`.
+    pub expression: String,
+    /// Changed by every update: a deploy that changes it, a disable, an enable.
+    pub last_modified: DateTime<Utc>,
+}
+
+/// EventBridge Scheduler, in the stack's region.
+#[async_trait]
+pub trait Schedules: Send + Sync {
+    /// None if the group has no schedule of that name.
+    async fn get(&self, group: &str, name: &str) -> Result<Option<BakeSchedule>>;
+    /// The names of the group's schedules, sorted.
+    async fn names(&self, group: &str) -> Result<Vec<String>>;
+    /// Enables or disables a schedule, keeping the rest of its definition (UpdateSchedule replaces the
+    /// whole schedule, so everything else is read and given back).
+    async fn set_enabled(&self, group: &str, name: &str, enabled: bool) -> Result<()>;
+}
+
+/// SNS, in the stack's region: tells people (the notifications topic).
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    async fn notify(&self, topic_arn: &str, subject: &str, message: &str) -> Result<()>;
 }

@@ -60,14 +60,38 @@ where
     F: Fn(Services, I) -> Fut,
     Fut: Future<Output = Result<O>>,
 {
+    serve_with(
+        stage,
+        |_| (),
+        |services, (), input| handler(services, input),
+    )
+    .await
+}
+
+/// [`serve`] for a function that needs more clients than [`Services`] holds: `extra` makes them from the
+/// same SDK configuration, once, at cold start.
+pub async fn serve_with<X, I, O, F, Fut>(
+    stage: &'static str,
+    extra: impl FnOnce(&aws_config::SdkConfig) -> X,
+    handler: F,
+) -> std::result::Result<(), lambda_runtime::Error>
+where
+    X: Clone,
+    I: DeserializeOwned + Send + 'static,
+    O: Serialize + 'static,
+    F: Fn(Services, X, I) -> Fut,
+    Fut: Future<Output = Result<O>>,
+{
     init_tracing();
     let config = Config::from_env()?;
-    let services = services(stage, config).await;
+    let sdk = aws::load_function_config(stage, config.tls_roots).await;
+    let extra = extra(&sdk);
+    let services = services_from(sdk, config);
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         // Parsed here rather than by the runtime, so a payload that breaks the contract is an
         // `InvalidInput` naming the stage and the field, not the runtime's generic deserialize error.
-        let result =
-            parse_input::<I>(stage, event.payload).map(|input| handler(services.clone(), input));
+        let result = parse_input::<I>(stage, event.payload)
+            .map(|input| handler(services.clone(), extra.clone(), input));
         async move {
             let outcome = match result {
                 Ok(future) => future.await,

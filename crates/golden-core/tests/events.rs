@@ -93,3 +93,29 @@ fn lifecycle_samples_are_the_triggers_their_names_say() {
         Trigger::Manual { dry_run: true }
     );
 }
+
+#[test]
+fn the_guard_takes_the_samples_of_bakes_that_ended_badly_and_their_inputs_are_the_schedules() {
+    use golden_core::lifecycle::guard::{scheduled_type, GuardRequest};
+    for (name, status) in [
+        ("sfn-execution-failed.json", "FAILED"),
+        ("sfn-execution-aborted.json", "ABORTED"),
+        ("sfn-execution-timed-out.json", "TIMED_OUT"),
+    ] {
+        let event = load::<serde_json::Value>(name);
+        let input = event["detail"]["input"].as_str().expect("input").to_owned();
+        assert_eq!(
+            scheduled_type(&input).as_deref(),
+            Some("bld-linux64"),
+            "{name}"
+        );
+        let request = GuardRequest::try_from(event).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            matches!(request, GuardRequest::Ended { status: s, .. } if s == status),
+            "{name}"
+        );
+        // The schedule's input is a valid execution input.
+        let _: golden_core::bake::launch::BakeRequest =
+            serde_json::from_str(&input).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}

@@ -1360,3 +1360,211 @@ async fn account_wide_image_listing_is_paged_by_a_thousand_and_follows_every_pag
     assert_eq!(ids, ["ami-0aaa0001", "ami-0aaa0002"]);
     assert_eq!((first.num_calls(), second.num_calls()), (1, 1));
 }
+
+/// The schedule guard over mocked Step Functions, Scheduler and SNS: three scheduled bakes of bld-linux64
+/// failed since its schedule last changed.
+fn guard_fixture(
+    sns_rules: &[&Rule],
+    scheduler_rules: &[&Rule],
+) -> (Services, golden_core::lifecycle::guard::GuardPorts) {
+    use aws_sdk_sfn::operation::describe_execution::DescribeExecutionOutput;
+    use aws_sdk_sfn::operation::list_executions::ListExecutionsOutput;
+    use aws_sdk_sfn::types::{ExecutionListItem, ExecutionStatus};
+    let at = |minute: i64| aws_smithy_types::DateTime::from_secs(1_795_569_300 + minute * 60);
+    let item = move |n: i64| {
+        ExecutionListItem::builder()
+            .execution_arn(format!("{EXEC}-{n}"))
+            .state_machine_arn("arn:aws:states:us-east-1:123456789012:stateMachine:bake")
+            .name(format!("unit-1-{n}"))
+            .status(ExecutionStatus::Failed)
+            .start_date(at(n))
+            .build()
+            .expect("item")
+    };
+    let list = mock!(aws_sdk_sfn::Client::list_executions).then_output(move || {
+        ListExecutionsOutput::builder()
+            .executions(item(3))
+            .executions(item(2))
+            .executions(item(1))
+            .build()
+            .expect("list")
+    });
+    let describe = mock!(aws_sdk_sfn::Client::describe_execution).then_output(move || {
+        DescribeExecutionOutput::builder()
+            .execution_arn(format!("{EXEC}-1"))
+            .state_machine_arn("arn:aws:states:us-east-1:123456789012:stateMachine:bake")
+            .status(ExecutionStatus::Failed)
+            .start_date(at(1))
+            .input(r#"{"type": "bld-linux64", "trigger": "schedule"}"#)
+            .build()
+            .expect("describe")
+    });
+    let sfn = mock_client!(aws_sdk_sfn, RuleMode::MatchAny, &[&list, &describe]);
+    let config = Config::from_lookup(|k| {
+        match k {
+            "GOLDEN_BUCKET" => Some("golden-unit"),
+            "GOLDEN_STATE_MACHINE_ARN" => {
+                Some("arn:aws:states:us-east-1:123456789012:stateMachine:bake")
+            }
+            "GOLDEN_SCHEDULE_GROUP" => Some("golden-bakes"),
+            "GOLDEN_NOTIFICATIONS_TOPIC_ARN" => Some("arn:aws:sns:us-east-1:123456789012:golden"),
+            _ => None,
+        }
+        .map(str::to_owned)
+    })
+    .expect("config");
+    let services = Services::new(
+        config,
+        Arc::new(AwsEc2::from_client(ec2(&[]))),
+        Arc::new(AwsSsm::from_client(ssm(&[]))),
+        Arc::new(S3Store::new(s3(&[]), "golden-unit")),
+        Arc::new(AwsSfn::from_client(sfn)),
+    );
+    let scheduler = mock_client!(
+        aws_sdk_scheduler,
+        RuleMode::MatchAny,
+        scheduler_rules,
+        |c| c.retry_config(fast_retries())
+    );
+    let sns = mock_client!(aws_sdk_sns, RuleMode::MatchAny, sns_rules, |c| c
+        .retry_config(fast_retries()));
+    let ports = golden_core::lifecycle::guard::GuardPorts {
+        schedules: Arc::new(golden_core::aws::AwsScheduler::from_client(scheduler)),
+        notifier: Arc::new(golden_core::aws::AwsSns::from_client(sns)),
+    };
+    (services, ports)
+}
+
+fn bake_schedule(state: aws_sdk_scheduler::types::ScheduleState) -> Rule {
+    use aws_sdk_scheduler::operation::get_schedule::GetScheduleOutput;
+    use aws_sdk_scheduler::types::{
+        DeadLetterConfig, FlexibleTimeWindow, FlexibleTimeWindowMode, RetryPolicy, Target,
+    };
+    mock!(aws_sdk_scheduler::Client::get_schedule).then_output(move || {
+        GetScheduleOutput::builder()
+            .name("bld-linux64")
+            .group_name("golden-bakes")
+            .description("golden-ami (golden-ami): bake bld-linux64")
+            .schedule_expression("cron(10 1 * * ? *)")
+            .schedule_expression_timezone("UTC")
+            .flexible_time_window(
+                FlexibleTimeWindow::builder()
+                    .mode(FlexibleTimeWindowMode::Off)
+                    .build()
+                    .expect("window"),
+            )
+            .target(
+                Target::builder()
+                    .arn("arn:aws:states:us-east-1:123456789012:stateMachine:bake")
+                    .role_arn("arn:aws:iam::123456789012:role/scheduler")
+                    .input(r#"{"type": "bld-linux64", "trigger": "schedule"}"#)
+                    .retry_policy(
+                        RetryPolicy::builder()
+                            .maximum_retry_attempts(2)
+                            .maximum_event_age_in_seconds(3600)
+                            .build(),
+                    )
+                    .dead_letter_config(
+                        DeadLetterConfig::builder()
+                            .arn("arn:aws:sqs:us-east-1:123456789012:dlq")
+                            .build(),
+                    )
+                    .build()
+                    .expect("target"),
+            )
+            .state(state.clone())
+            .last_modification_date(aws_smithy_types::DateTime::from_secs(1_795_569_000))
+            .build()
+    })
+}
+
+#[tokio::test]
+async fn a_disabled_schedule_keeps_its_whole_definition_and_a_notice_that_fails_fails_the_run() {
+    use aws_sdk_scheduler::operation::update_schedule::UpdateScheduleOutput;
+    use aws_sdk_scheduler::types::{FlexibleTimeWindowMode, ScheduleState};
+    use golden_core::lifecycle::guard::{handle, GuardRequest};
+    // GIVEN three failed scheduled bakes, an enabled schedule, and SNS failing every attempt
+    let get = bake_schedule(ScheduleState::Enabled);
+    // UpdateSchedule replaces a schedule: anything not given back would be lost (its role, input, DLQ...).
+    let update = mock!(aws_sdk_scheduler::Client::update_schedule)
+        .match_requests(|r| {
+            let t = r.target();
+            r.state() == Some(&ScheduleState::Disabled)
+                && r.group_name() == Some("golden-bakes")
+                && r.schedule_expression() == Some("cron(10 1 * * ? *)")
+                && r.schedule_expression_timezone() == Some("UTC")
+                && r.description() == Some("golden-ami (golden-ami): bake bld-linux64")
+                && r.flexible_time_window().map(|w| w.mode()) == Some(&FlexibleTimeWindowMode::Off)
+                && t.map(|t| t.role_arn()) == Some("arn:aws:iam::123456789012:role/scheduler")
+                && t.and_then(|t| t.input())
+                    == Some(r#"{"type": "bld-linux64", "trigger": "schedule"}"#)
+                && t.and_then(|t| t.dead_letter_config()).and_then(|d| d.arn())
+                    == Some("arn:aws:sqs:us-east-1:123456789012:dlq")
+                && t.and_then(|t| t.retry_policy())
+                    .and_then(|p| p.maximum_retry_attempts())
+                    == Some(2)
+        })
+        .then_output(|| {
+            UpdateScheduleOutput::builder()
+                .schedule_arn(
+                    "arn:aws:scheduler:us-east-1:123456789012:schedule/golden-bakes/bld-linux64",
+                )
+                .build()
+                .expect("output")
+        });
+    let publish = mock!(aws_sdk_sns::Client::publish).then_http_response(|| {
+        aws_smithy_runtime_api::http::Response::new(
+            500.try_into().expect("status"),
+            "<ErrorResponse><Error><Code>InternalError</Code><Message>down</Message></Error></ErrorResponse>"
+                .into(),
+        )
+    });
+    let (services, ports) = guard_fixture(&[&publish], &[&get, &update]);
+    // WHEN the third failure's event arrives
+    let event = GuardRequest::Ended {
+        execution_arn: format!("{EXEC}-3"),
+        status: "FAILED".into(),
+    };
+    let err = handle(&services, &ports, event)
+        .await
+        .expect_err("the notice failed");
+    // THEN the schedule is disabled with everything else kept, and the run fails saying so (the Errors
+    // alarm and the async retry see it; the retry finds the schedule disabled and does nothing)
+    assert_eq!(
+        update.num_calls(),
+        1,
+        "UpdateSchedule kept the whole definition"
+    );
+    assert_eq!(err.error_type(), "ItemsFailed", "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("disabled schedule golden-bakes/bld-linux64 after 3"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("notify arn:aws:sns:us-east-1:123456789012:golden"),
+        "{msg}"
+    );
+    assert!(publish.num_calls() >= 1);
+}
+
+#[tokio::test]
+async fn a_manual_report_at_the_limit_disables_nothing() {
+    use aws_sdk_scheduler::types::ScheduleState;
+    use golden_core::lifecycle::guard::{handle, GuardRequest};
+    let get = bake_schedule(ScheduleState::Enabled);
+    // No UpdateSchedule or Publish rule: either call would fail the test.
+    let (services, ports) = guard_fixture(&[], &[&get]);
+    let report = handle(
+        &services,
+        &ports,
+        GuardRequest::Manual {
+            image_type: "bld-linux64".into(),
+            dry_run: true,
+        },
+    )
+    .await
+    .expect("report");
+    assert_eq!(report.outcome, "would-disable", "{report:?}");
+    assert_eq!(report.failed_in_a_row.len(), 3);
+}

@@ -6,7 +6,7 @@ use anyhow::{anyhow, Context};
 
 /// The template's parameters that set a function's `GOLDEN_*` setting, so goldenctl acting for a function
 /// (prune, reap, enforce, recycle, status's verdicts, check) uses the stack's values, not the defaults.
-pub const SETTINGS: [(&str, &str); 9] = [
+pub const SETTINGS: [(&str, &str); 10] = [
     ("TypeTag", "GOLDEN_TYPE_TAG"),
     ("Regions", "GOLDEN_REGIONS"),
     ("PruneMinAgeHours", "GOLDEN_PRUNE_MIN_AGE_HOURS"),
@@ -16,6 +16,10 @@ pub const SETTINGS: [(&str, &str); 9] = [
     ("RolloutWindowMinutes", "GOLDEN_ROLLOUT_WINDOW_MINUTES"),
     ("RolloutMaxFraction", "GOLDEN_ROLLOUT_MAX_FRACTION"),
     ("EnforceAction", "GOLDEN_ENFORCE_ACTION"),
+    (
+        "MaxFailedScheduledBakes",
+        "GOLDEN_MAX_FAILED_SCHEDULED_BAKES",
+    ),
 ];
 
 /// What goldenctl reads of a stack.

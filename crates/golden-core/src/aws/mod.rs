@@ -6,7 +6,9 @@
 
 mod ec2;
 mod s3;
+mod scheduler;
 mod sfn;
+mod sns;
 mod ssm;
 
 use std::collections::HashMap;
@@ -18,7 +20,9 @@ use aws_smithy_runtime_api::client::http::SharedHttpClient;
 
 pub use ec2::AwsEc2;
 pub use s3::S3Store;
+pub use scheduler::AwsScheduler;
 pub use sfn::AwsSfn;
+pub use sns::AwsSns;
 pub use ssm::AwsSsm;
 
 /// Loads the shared AWS configuration (credentials, default region, endpoint, retry policy), with the one

@@ -2,9 +2,11 @@ use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_sdk_sfn::Client;
 
-use super::RegionalClients;
-use crate::error::{unless_not_found, AwsError, Result};
-use crate::ports::Executions;
+use chrono::{DateTime, Utc};
+
+use super::{to_chrono, RegionalClients};
+use crate::error::{unless_not_found, AwsError, Error, Result};
+use crate::ports::{ExecutionSummary, Executions};
 
 /// [`Executions`] on `aws-sdk-sfn`; the region comes from each execution's ARN.
 pub struct AwsSfn {
@@ -26,7 +28,7 @@ impl AwsSfn {
     }
 }
 
-/// `arn:aws:states:<region>:<account>:execution:<machine>:<name>` -> region.
+/// `arn:aws:states:<region>:<account>:(execution|stateMachine):...` -> region.
 fn arn_region(arn: &str) -> Option<&str> {
     arn.split(':').nth(3).filter(|r| !r.is_empty())
 }
@@ -49,6 +51,65 @@ impl Executions for AwsSfn {
             out.map_err(|e| AwsError::from_sdk("DescribeExecution", execution_arn, region, e)),
         )?;
         Ok(out.map(|o| o.status().as_str().to_owned()))
+    }
+
+    async fn started_since(
+        &self,
+        state_machine_arn: &str,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<ExecutionSummary>> {
+        let region = arn_region(state_machine_arn).ok_or_else(|| {
+            Error::Config(format!(
+                "{state_machine_arn:?} is not a state machine ARN (arn:aws:states:REGION:ACCOUNT:stateMachine:NAME)"
+            ))
+        })?;
+        // Newest first (ListExecutions' order), so the walk stops at the first one older than `since`.
+        let mut pages = self
+            .clients
+            .get(region)
+            .list_executions()
+            .state_machine_arn(state_machine_arn)
+            .max_results(100)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page
+                .map_err(|e| AwsError::from_sdk("ListExecutions", state_machine_arn, region, e))?;
+            for item in page.executions() {
+                let Some(start) = to_chrono(item.start_date()) else {
+                    continue;
+                };
+                if start < since || out.len() >= limit {
+                    return Ok(out);
+                }
+                out.push(ExecutionSummary {
+                    arn: item.execution_arn().to_owned(),
+                    name: item.name().to_owned(),
+                    status: item.status().as_str().to_owned(),
+                    start,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn input(&self, execution_arn: &str) -> Result<Option<String>> {
+        let Some(region) = arn_region(execution_arn) else {
+            return Ok(None);
+        };
+        let out = self
+            .clients
+            .get(region)
+            .describe_execution()
+            .execution_arn(execution_arn)
+            .send()
+            .await;
+        let out = unless_not_found(
+            out.map_err(|e| AwsError::from_sdk("DescribeExecution", execution_arn, region, e)),
+        )?;
+        Ok(out.map(|o| o.input().unwrap_or("{}").to_owned()))
     }
 }
 

@@ -14,7 +14,8 @@ use crate::recipe::{is_valid_type_name, Rebuild, Recipe};
 use crate::tags;
 use crate::version::Version;
 
-/// The execution input (docs/stages.md): `{"type": ..., "recipe"?: {...}, "pollSeconds"?: n, "force"?: bool}`.
+/// The execution input (docs/stages.md): `{"type": ..., "recipe"?: {...}, "pollSeconds"?: n, "force"?: bool,
+/// "trigger"?: "schedule" | "manual"}`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BakeRequest {
@@ -28,6 +29,19 @@ pub struct BakeRequest {
     /// Bake even when the recipe and base AMI are the current version's.
     #[serde(default)]
     pub force: bool,
+    /// Who started the bake: the type's schedule says `"schedule"` (its input in the template); absent, a
+    /// person. Only scheduled bakes count towards disabling a failing schedule (lifecycle::guard).
+    #[serde(default)]
+    pub trigger: BakeTrigger,
+}
+
+/// What started a bake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BakeTrigger {
+    Schedule,
+    #[default]
+    Manual,
 }
 
 /// launch-builder's payload: the bake's start, or (LaunchTester) the tester of its new image.

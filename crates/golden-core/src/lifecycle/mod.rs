@@ -2,6 +2,7 @@
 //! [`crate::freshness`] or [`crate::reaping`], act (unless dry-run), and report what was decided and why.
 
 pub mod enforce;
+pub mod guard;
 pub mod prune;
 pub mod reap;
 pub mod release;

@@ -1,0 +1,539 @@
+//! The schedule guard (`schedule-guard`): after `GOLDEN_MAX_FAILED_SCHEDULED_BAKES` scheduled bakes of a
+//! type failed in a row, it disables that type's schedule and tells the notifications topic why; a person
+//! turns it back on with `goldenctl schedule enable TYPE` (or the console).
+//!
+//! It keeps no counter. On each bake that ended badly it reads the type's schedule and the executions
+//! started since the schedule last changed (a deploy, a disable, an enable), newest first, and counts the
+//! scheduled bakes of the type that failed before the newest one that succeeded. So an event delivered twice
+//! counts once, events arriving out of order count right, and enabling a schedule starts the count afresh.
+//! A bake started by hand (`goldenctl bake`, the console) is never counted: only an input with
+//! `"trigger": "schedule"` (the template's schedule input) is a scheduled bake.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::bake::launch::BakeTrigger;
+use crate::bake::Services;
+use crate::config::GUARD_SETTINGS;
+use crate::error::{Error, Result};
+use crate::ports::{BakeSchedule, ExecutionSummary, Notifier, Schedules};
+
+use super::trigger::SFN_STATUS_CHANGE;
+
+/// At most this many executions are read back (each with DescribeExecution) per evaluation: a month of
+/// three types baked daily with room for retries and manual bakes.
+pub const SCAN_LIMIT: usize = 200;
+
+/// Statuses of a bake that ended badly.
+const FAILED: [&str; 3] = ["FAILED", "TIMED_OUT", "ABORTED"];
+
+/// What the guard talks to besides [`Services`].
+#[derive(Clone)]
+pub struct GuardPorts {
+    pub schedules: Arc<dyn Schedules>,
+    pub notifier: Arc<dyn Notifier>,
+}
+
+/// What woke the guard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuardRequest {
+    /// EventBridge: a bake ended (the rule passes FAILED, TIMED_OUT and ABORTED).
+    Ended {
+        execution_arn: String,
+        status: String,
+    },
+    /// By hand: `{"type": T}` (or with `"dryRun": true`) reports the count; `"dryRun": false` also
+    /// disables the schedule if the count is at the limit.
+    Manual { image_type: String, dry_run: bool },
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EndedDetail {
+    execution_arn: String,
+    status: String,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ManualRequest {
+    #[serde(rename = "type")]
+    image_type: String,
+    #[serde(default = "dry_by_default")]
+    dry_run: bool,
+}
+
+fn dry_by_default() -> bool {
+    true
+}
+
+impl TryFrom<serde_json::Value> for GuardRequest {
+    type Error = Error;
+
+    fn try_from(payload: serde_json::Value) -> Result<Self> {
+        let Some(detail_type) = payload.get("detail-type") else {
+            let manual: ManualRequest = serde_json::from_value(payload).map_err(|e| {
+                Error::InvalidInput(format!(
+                    "neither a \"{SFN_STATUS_CHANGE}\" event nor a manual request {{\"type\": \"TYPE\"}} \
+                     (a report; add \"dryRun\": false to also disable the schedule at the limit): {e}"
+                ))
+            })?;
+            if !crate::recipe::is_valid_type_name(&manual.image_type) {
+                return Err(Error::InvalidInput(format!(
+                    "type {:?} is not an image type name (lowercase letters, digits and '-')",
+                    manual.image_type
+                )));
+            }
+            return Ok(GuardRequest::Manual {
+                image_type: manual.image_type,
+                dry_run: manual.dry_run,
+            });
+        };
+        if detail_type != SFN_STATUS_CHANGE {
+            return Err(Error::InvalidInput(format!(
+                "unexpected event {detail_type}; the schedule guard handles \"{SFN_STATUS_CHANGE}\" only"
+            )));
+        }
+        let detail = payload
+            .get("detail")
+            .cloned()
+            .unwrap_or(serde_json::Value::Null);
+        let d: EndedDetail = serde_json::from_value(detail).map_err(|e| {
+            Error::InvalidInput(format!(
+                "Step Functions status-change event without executionArn/status: {e}"
+            ))
+        })?;
+        crate::ids::execution_arn("detail.executionArn", &d.execution_arn)?;
+        Ok(GuardRequest::Ended {
+            execution_arn: d.execution_arn,
+            status: d.status,
+        })
+    }
+}
+
+/// What the guard found and did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GuardReport {
+    /// The image type, when the request concerned one.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub image_type: Option<String>,
+    /// `ignored` (not a scheduled bake that failed), `no-schedule`, `already-disabled`, `counting`
+    /// (below the limit), `would-disable` (at the limit, a dry run) or `disabled`.
+    pub outcome: String,
+    /// Why, in words.
+    pub reason: String,
+    /// `group/name` of the type's schedule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// Scheduled bakes of the type that failed in a row, newest first (execution names).
+    pub failed_in_a_row: Vec<String>,
+    /// `GOLDEN_MAX_FAILED_SCHEDULED_BAKES` (0: never disable).
+    pub limit: u32,
+}
+
+impl GuardReport {
+    fn new(image_type: Option<&str>, outcome: &str, reason: String, limit: u32) -> Self {
+        Self {
+            image_type: image_type.map(str::to_owned),
+            outcome: outcome.to_owned(),
+            reason,
+            schedule: None,
+            failed_in_a_row: Vec::new(),
+            limit,
+        }
+    }
+}
+
+/// The type of a bake its schedule started, from its input; None for a bake started by hand (or an input
+/// that is not a bake request at all).
+pub fn scheduled_type(input: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(input).ok()?;
+    let trigger: BakeTrigger = value
+        .get("trigger")
+        .map(|t| serde_json::from_value(t.clone()).ok())
+        .unwrap_or(Some(BakeTrigger::Manual))?;
+    if trigger != BakeTrigger::Schedule {
+        return None;
+    }
+    value.get("type")?.as_str().map(str::to_owned)
+}
+
+/// An execution of the bake state machine with the type its schedule baked (None: started by hand).
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub execution: ExecutionSummary,
+    pub scheduled_type: Option<String>,
+}
+
+/// The scheduled bakes of `image_type` that failed in a row, newest first: those before the newest one that
+/// succeeded. `runs` are newest first; running ones and other types' or manual bakes are passed over.
+/// Stops at `limit` (0: no limit).
+pub fn failed_in_a_row<'a>(runs: &'a [Run], image_type: &str, limit: usize) -> Vec<&'a Run> {
+    let mut failed = Vec::new();
+    for run in runs {
+        if run.scheduled_type.as_deref() != Some(image_type) {
+            continue;
+        }
+        match run.execution.status.as_str() {
+            "SUCCEEDED" => break,
+            s if FAILED.contains(&s) => {
+                failed.push(run);
+                if limit > 0 && failed.len() >= limit {
+                    break;
+                }
+            }
+            _ => {} // RUNNING, PENDING_REDRIVE: not over yet
+        }
+    }
+    failed
+}
+
+struct Deployment<'a> {
+    state_machine_arn: &'a str,
+    group: &'a str,
+    /// Needed only to act (a report needs no topic: goldenctl's `schedule list`).
+    topic_arn: Option<&'a str>,
+    limit: u32,
+}
+
+fn deployment(services: &Services) -> Result<Deployment<'_>> {
+    let c = &services.config;
+    c.check(GUARD_SETTINGS)?;
+    let missing = |name: &str, output: &str| {
+        Error::Config(format!(
+            "{name} is not set; set it to the stack's output {output} (the template does)"
+        ))
+    };
+    Ok(Deployment {
+        state_machine_arn: c
+            .state_machine_arn
+            .as_deref()
+            .ok_or_else(|| missing("GOLDEN_STATE_MACHINE_ARN", "StateMachineArn"))?,
+        group: c
+            .schedule_group
+            .as_deref()
+            .ok_or_else(|| missing("GOLDEN_SCHEDULE_GROUP", "BakeScheduleGroup"))?,
+        topic_arn: c.notifications_topic_arn.as_deref(),
+        limit: c.lifecycle.max_failed_scheduled_bakes,
+    })
+}
+
+pub async fn handle(
+    services: &Services,
+    ports: &GuardPorts,
+    request: GuardRequest,
+) -> Result<GuardReport> {
+    let d = deployment(services)?;
+    match request {
+        GuardRequest::Manual {
+            image_type,
+            dry_run,
+        } => evaluate(services, ports, &d, &image_type, !dry_run).await,
+        GuardRequest::Ended {
+            execution_arn,
+            status,
+        } => {
+            if !FAILED.contains(&status.as_str()) {
+                return Ok(GuardReport::new(
+                    None,
+                    "ignored",
+                    format!("{execution_arn} ended {status}: only a failed bake counts"),
+                    d.limit,
+                ));
+            }
+            let Some(input) = services.executions.input(&execution_arn).await? else {
+                return Ok(GuardReport::new(
+                    None,
+                    "ignored",
+                    format!("{execution_arn} does not exist (not an execution of this account and region)"),
+                    d.limit,
+                ));
+            };
+            match scheduled_type(&input) {
+                Some(ty) => evaluate(services, ports, &d, &ty, true).await,
+                None => Ok(GuardReport::new(
+                    None,
+                    "ignored",
+                    format!(
+                        "{execution_arn} was started by hand, not by a schedule: it does not count"
+                    ),
+                    d.limit,
+                )),
+            }
+        }
+    }
+}
+
+/// Counts the type's scheduled bakes that failed in a row since its schedule last changed and, at the
+/// limit and if `act`, disables the schedule and notifies.
+async fn evaluate(
+    services: &Services,
+    ports: &GuardPorts,
+    d: &Deployment<'_>,
+    image_type: &str,
+    act: bool,
+) -> Result<GuardReport> {
+    let ty = Some(image_type);
+    let Some(schedule) = ports.schedules.get(d.group, image_type).await? else {
+        return Ok(GuardReport::new(
+            ty,
+            "no-schedule",
+            format!(
+                "schedule group {} has no schedule {image_type}: the type is not in the stack's Types",
+                d.group
+            ),
+            d.limit,
+        ));
+    };
+    let runs = runs_since(services, d.state_machine_arn, schedule.last_modified).await?;
+    let limit = usize::try_from(d.limit).unwrap_or(usize::MAX);
+    let failed = failed_in_a_row(&runs, image_type, limit);
+    let mut report = GuardReport::new(ty, "counting", String::new(), d.limit);
+    report.schedule = Some(format!("{}/{}", schedule.group, schedule.name));
+    report.failed_in_a_row = failed.iter().map(|r| r.execution.name.clone()).collect();
+    let count = failed.len();
+    if !schedule.enabled {
+        report.outcome = "already-disabled".into();
+        report.reason = format!(
+            "the schedule is disabled; {count} scheduled bake(s) failed in a row since it last changed"
+        );
+        return Ok(report);
+    }
+    if d.limit == 0 || count < limit {
+        report.reason = if d.limit == 0 {
+            format!("{count} scheduled bake(s) failed in a row; GOLDEN_MAX_FAILED_SCHEDULED_BAKES is 0, so the schedule is never disabled")
+        } else {
+            format!(
+                "{count} of {} scheduled bakes failed in a row since the schedule last changed ({})",
+                d.limit,
+                schedule.last_modified.to_rfc3339()
+            )
+        };
+        return Ok(report);
+    }
+    if !act {
+        report.outcome = "would-disable".into();
+        report.reason = format!(
+            "{count} scheduled bakes failed in a row (the limit): a run with \"dryRun\": false disables the schedule"
+        );
+        return Ok(report);
+    }
+    let topic_arn = d.topic_arn.ok_or_else(|| {
+        Error::Config(
+            "GOLDEN_NOTIFICATIONS_TOPIC_ARN is not set; set it to the stack's output NotificationsTopicArn \
+             (the template does)"
+                .into(),
+        )
+    })?;
+    ports
+        .schedules
+        .set_enabled(d.group, image_type, false)
+        .await?;
+    tracing::warn!(
+        r#type = image_type,
+        failed = count,
+        "disabled the type's bake schedule"
+    );
+    let (subject, message) = notice(services, &schedule, &failed);
+    ports
+        .notifier
+        .notify(topic_arn, &subject, &message)
+        .await
+        .map_err(|e| Error::ItemsFailed {
+            what: format!(
+                "disabled schedule {}/{} after {count} failed scheduled bakes",
+                schedule.group, schedule.name
+            ),
+            failed: vec![format!("notify {topic_arn}: {e}")],
+        })?;
+    report.outcome = "disabled".into();
+    report.reason = format!(
+        "{count} scheduled bakes failed in a row: the schedule is disabled and {topic_arn} told"
+    );
+    Ok(report)
+}
+
+/// The executions started since `since`, newest first, each with the type its schedule baked.
+async fn runs_since(
+    services: &Services,
+    state_machine_arn: &str,
+    since: DateTime<Utc>,
+) -> Result<Vec<Run>> {
+    let executions = services
+        .executions
+        .started_since(state_machine_arn, since, SCAN_LIMIT)
+        .await?;
+    let mut runs = Vec::with_capacity(executions.len());
+    for execution in executions {
+        // A running bake's input is not needed: it is passed over whatever it is.
+        let scheduled_type = if execution.status == "RUNNING" {
+            None
+        } else {
+            services
+                .executions
+                .input(&execution.arn)
+                .await?
+                .as_deref()
+                .and_then(scheduled_type)
+        };
+        runs.push(Run {
+            execution,
+            scheduled_type,
+        });
+    }
+    Ok(runs)
+}
+
+/// The notification of a disabled schedule: subject and message.
+fn notice(services: &Services, schedule: &BakeSchedule, failed: &[&Run]) -> (String, String) {
+    let ty = &schedule.name;
+    let stack = services
+        .config
+        .stack_name
+        .as_deref()
+        .unwrap_or("golden-ami");
+    let subject = format!(
+        "golden-ami ({stack}): bake schedule of {ty} disabled after {} failures",
+        failed.len()
+    );
+    let mut message = format!(
+        "The last {} scheduled bakes of {ty} failed, so its schedule {}/{} ({}) is now DISABLED: nothing is \
+         baked for {ty} on a schedule until it is enabled again. The type's current AMI stays published.\n\n\
+         Failed bakes, newest first (each one's error and cause were sent to this topic when it ended; \
+         `goldenctl executions {ty}` lists them):\n",
+        failed.len(),
+        schedule.group,
+        schedule.name,
+        schedule.expression,
+    );
+    for run in failed {
+        message.push_str(&format!(
+            "  - {} {} (started {}): {}\n",
+            run.execution.name,
+            run.execution.status,
+            run.execution.start.to_rfc3339(),
+            run.execution.arn
+        ));
+    }
+    message.push_str(&format!(
+        "\nFix the cause (a bake by hand shows it: `goldenctl bake {ty} --wait`), then turn the schedule \
+         back on:\n  goldenctl schedule enable {ty} --stack {stack}\n"
+    ));
+    (subject, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn run(name: &str, status: &str, ty: Option<&str>) -> Run {
+        Run {
+            execution: ExecutionSummary {
+                arn: format!("arn:aws:states:us-east-1:123456789012:execution:bake:{name}"),
+                name: name.into(),
+                status: status.into(),
+                start: DateTime::<Utc>::default(),
+            },
+            scheduled_type: ty.map(str::to_owned),
+        }
+    }
+
+    fn names(runs: Vec<&Run>) -> Vec<&str> {
+        runs.iter().map(|r| r.execution.name.as_str()).collect()
+    }
+
+    #[test]
+    fn failures_count_back_to_the_newest_success_of_the_types_scheduled_bakes() {
+        let t = Some("bld");
+        let runs = vec![
+            run("r1", "RUNNING", t),
+            run("f1", "FAILED", t),
+            run("manual", "FAILED", None),
+            run("other", "FAILED", Some("tst")),
+            run("f2", "TIMED_OUT", t),
+            run("other-ok", "SUCCEEDED", Some("tst")),
+            run("f3", "ABORTED", t),
+            run("ok", "SUCCEEDED", t),
+            run("f4", "FAILED", t),
+        ];
+        assert_eq!(names(failed_in_a_row(&runs, "bld", 0)), ["f1", "f2", "f3"]);
+        assert_eq!(names(failed_in_a_row(&runs, "bld", 2)), ["f1", "f2"]);
+        assert_eq!(
+            names(failed_in_a_row(&runs, "tst", 0)),
+            ["other"],
+            "back to tst's success"
+        );
+        assert!(failed_in_a_row(&runs, "b-2008", 0).is_empty());
+    }
+
+    #[test]
+    fn only_a_schedules_input_is_a_scheduled_bake() {
+        assert_eq!(
+            scheduled_type(r#"{"type": "bld", "trigger": "schedule"}"#).as_deref(),
+            Some("bld")
+        );
+        for manual in [
+            r#"{"type": "bld"}"#,
+            r#"{"type": "bld", "trigger": "manual"}"#,
+            r#"{"type": "bld", "trigger": "cron"}"#,
+            r#"{"trigger": "schedule"}"#,
+            "not json",
+        ] {
+            assert_eq!(scheduled_type(manual), None, "{manual}");
+        }
+    }
+
+    #[test]
+    fn requests_are_events_or_a_manual_report_and_anything_else_is_refused() {
+        let event = |status: &str| {
+            json!({"version": "0", "id": "e", "detail-type": SFN_STATUS_CHANGE, "source": "aws.states",
+                "account": "123456789012", "time": "2026-11-25T01:00:00Z", "region": "us-east-1",
+                "resources": [], "detail": {
+                    "executionArn": "arn:aws:states:us-east-1:123456789012:execution:bake:x",
+                    "status": status}})
+        };
+        assert_eq!(
+            GuardRequest::try_from(event("FAILED")).expect("event"),
+            GuardRequest::Ended {
+                execution_arn: "arn:aws:states:us-east-1:123456789012:execution:bake:x".into(),
+                status: "FAILED".into()
+            }
+        );
+        assert_eq!(
+            GuardRequest::try_from(json!({"type": "bld"})).expect("manual"),
+            GuardRequest::Manual {
+                image_type: "bld".into(),
+                dry_run: true
+            }
+        );
+        assert_eq!(
+            GuardRequest::try_from(json!({"type": "bld", "dryRun": false})).expect("manual"),
+            GuardRequest::Manual {
+                image_type: "bld".into(),
+                dry_run: false
+            }
+        );
+        for (bad, says) in [
+            (json!({"dryRun": true}), "missing field `type`"),
+            (json!({"type": "Bad_Type"}), "not an image type name"),
+            (json!({"type": "bld", "typo": 1}), "unknown field"),
+            (
+                json!({"detail-type": "Scheduled Event", "detail": {}}),
+                "unexpected event",
+            ),
+            (
+                json!({"detail-type": SFN_STATUS_CHANGE, "detail": {}}),
+                "without executionArn",
+            ),
+        ] {
+            let err = GuardRequest::try_from(bad)
+                .expect_err("refused")
+                .to_string();
+            assert!(err.contains(says), "{err}");
+        }
+    }
+}
