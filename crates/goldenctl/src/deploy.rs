@@ -40,6 +40,8 @@ pub struct Deployment {
     pub regions: Vec<String>,
     /// `GOLDEN_TYPE_TAG` (default `golden-ami:type`): the tag whose value is a fleet instance's image type.
     pub type_tag: String,
+    /// `GOLDEN_SCHEDULE_GROUP`, else the stack's output BakeScheduleGroup: the bake schedules' group.
+    pub schedule_group: Option<String>,
     /// The functions' settings from the stack's parameters (`GOLDEN_PRUNE_DRY_RUN`, ...): used where the
     /// environment does not set them, so goldenctl acting for a function acts as the deployed one would.
     stack_settings: std::collections::BTreeMap<String, String>,
@@ -69,6 +71,7 @@ impl Deployment {
             .as_deref()
             .map(split_regions)
             .unwrap_or_default();
+        let mut schedule_group = non_empty(std::env::var("GOLDEN_SCHEDULE_GROUP").ok());
         let mut source = "flags and environment".to_owned();
         let mut stack_settings = std::collections::BTreeMap::new();
         if let Some(name) = non_empty(args.stack) {
@@ -76,6 +79,7 @@ impl Deployment {
             let output = |key: &str| non_empty(stack.outputs.get(key).cloned());
             bucket = bucket.or_else(|| output("BucketName"));
             state_machine_arn = state_machine_arn.or_else(|| output("StateMachineArn"));
+            schedule_group = schedule_group.or_else(|| output("BakeScheduleGroup"));
             if regions.is_empty() {
                 // The output, else the parameter (a stack deployed before the output existed).
                 let list =
@@ -94,6 +98,7 @@ impl Deployment {
             state_machine_arn,
             regions,
             type_tag,
+            schedule_group,
             stack_settings,
             source,
         })
@@ -114,6 +119,16 @@ impl Deployment {
             aws_sdk_s3::Client::new(&self.sdk),
             self.bucket()?,
         ))
+    }
+
+    pub fn schedule_group(&self) -> anyhow::Result<&str> {
+        self.schedule_group.as_deref().ok_or_else(|| {
+            anyhow!(
+                "no schedule group (from {}): pass --stack NAME, or set GOLDEN_SCHEDULE_GROUP (the stack's \
+                 output BakeScheduleGroup)",
+                self.source
+            )
+        })
     }
 
     pub fn state_machine_arn(&self) -> anyhow::Result<&str> {
@@ -180,7 +195,9 @@ impl Deployment {
         let regions = self.regions.join(",");
         let state_machine_arn = self.state_machine_arn.clone();
         let type_tag = self.type_tag.clone();
+        let schedule_group = self.schedule_group.clone();
         let config = Config::from_lookup(|key| match key {
+            "GOLDEN_SCHEDULE_GROUP" => schedule_group.clone(),
             "GOLDEN_BUCKET" => Some(bucket.clone()),
             "GOLDEN_REGIONS" => Some(regions.clone()),
             "GOLDEN_STATE_MACHINE_ARN" => state_machine_arn.clone(),

@@ -477,8 +477,9 @@ async fn check_schedules(deployment: &Deployment, stack: &str, report: &mut Doct
             "AWS::Scheduler::Schedule" => {
                 seen += 1;
                 let check = format!("schedule {logical}");
-                // The physical id is the name, or group/name outside the default group.
-                let (group, name) = physical.split_once('/').unwrap_or(("default", physical));
+                // The physical id is group/name or the name; the bake schedules are in the stack's group.
+                let stack_group = deployment.schedule_group.as_deref().unwrap_or("default");
+                let (group, name) = physical.split_once('/').unwrap_or((stack_group, physical));
                 match scheduler
                     .get_schedule()
                     .name(name)
@@ -488,6 +489,16 @@ async fn check_schedules(deployment: &Deployment, stack: &str, report: &mut Doct
                 {
                     Ok(out) => match out.state().map(|s| s.as_str()) {
                         Some("ENABLED") => report.ok(check, format!("{name}: ENABLED")),
+                        // A bake schedule the guard turned off after failed bakes, or someone by hand.
+                        other if group != "default" => report.problem(
+                            check,
+                            format!("{name}: {}", other.unwrap_or("no state")),
+                            format!(
+                                "the schedule guard disables a type's schedule after MaxFailedScheduledBakes \
+                                 failed scheduled bakes in a row: fix the cause, then `goldenctl schedule enable \
+                                 {name} --stack {stack}`; or {enable}"
+                            ),
+                        ),
                         other => report.problem(
                             check,
                             format!("{name}: {}", other.unwrap_or("no state")),

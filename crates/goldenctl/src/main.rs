@@ -14,6 +14,7 @@ mod lifecycle;
 mod output;
 mod recipes;
 mod release;
+mod schedule;
 mod stack;
 mod status;
 mod ui;
@@ -194,6 +195,10 @@ enum Command {
         #[command(flatten)]
         act: ui::ActArgs,
     },
+    /// The bake schedules, one per type: see them, and enable one the schedule guard disabled after
+    /// MaxFailedScheduledBakes scheduled bakes of its type failed in a row.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
     /// Is this instance on its type's current AMI? At boot: its AMI, region and id from the instance
     /// metadata service (IMDSv2), its type from its type tag; or from outside with --instance-id and
     /// --region. Exits 0 current, 3 stale, 4 revoked, 1 on any error; never runs longer than --timeout.
@@ -213,6 +218,29 @@ enum Command {
         /// Write goldenctl.1, goldenctl-check.1, ... here instead.
         #[arg(long, value_name = "DIR")]
         dir: Option<std::path::PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ScheduleCommand {
+    /// Every type's schedule: enabled or disabled, its expression, and how many scheduled bakes of the
+    /// type failed in a row since it last changed (the guard disables it at the limit).
+    List,
+    /// Turn TYPE's schedule back on, e.g. once the cause of the failures the guard stopped it for is fixed:
+    /// scheduled bakes resume at its next time, and failures are counted afresh.
+    Enable {
+        #[arg(value_name = "TYPE")]
+        image_type: String,
+        #[command(flatten)]
+        act: ui::ActArgs,
+    },
+    /// Turn TYPE's schedule off: no scheduled bakes until `goldenctl schedule enable TYPE` (bakes by hand
+    /// still run). A redeploy of the stack leaves it as it is unless the schedule itself changed.
+    Disable {
+        #[arg(value_name = "TYPE")]
+        image_type: String,
+        #[command(flatten)]
+        act: ui::ActArgs,
     },
 }
 
@@ -362,6 +390,13 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             revoked_only,
             act,
         } => lifecycle::recycle(&deployment, &image_type, revoked_only, act, out).await,
+        Command::Schedule(ScheduleCommand::List) => schedule::list(&deployment, out).await,
+        Command::Schedule(ScheduleCommand::Enable { image_type, act }) => {
+            schedule::set(&deployment, &image_type, true, act, out).await
+        }
+        Command::Schedule(ScheduleCommand::Disable { image_type, act }) => {
+            schedule::set(&deployment, &image_type, false, act, out).await
+        }
         Command::Prune { act } => lifecycle::prune(&deployment, act, out).await,
         Command::Reap { act } => lifecycle::reap(&deployment, act, out).await,
         Command::Enforce { act } => lifecycle::enforce(&deployment, act, out).await,

@@ -401,3 +401,222 @@ async fn revoke_rolls_back_and_a_pin_survives_the_next_bake_until_unpinned() {
     let again = json_of(&["promote", &ty, &v3, "--output", "json"], 0);
     assert_eq!(again["changed"], false);
 }
+
+/// The stack's bake schedule of `ty`, made like the emulator's seeded ones (the template's input), and a
+/// queue subscribed to the notifications topic.
+async fn schedule_and_topic_queue(emu: &Emulator, ty: &str) -> (String, String) {
+    let group =
+        std::env::var("GOLDEN_SCHEDULE_GROUP").expect("GOLDEN_SCHEDULE_GROUP (scripts/emulator)");
+    let scheduler = aws_sdk_scheduler::Client::new(&emu.sdk);
+    // A seeded type's schedule, as the template makes it; only the type in its input differs.
+    let seeded = scheduler
+        .get_schedule()
+        .group_name(&group)
+        .name("bld-linux64")
+        .send()
+        .await
+        .expect("the seeded schedule of bld-linux64");
+    let mut target = seeded.target().expect("target").clone();
+    let mut input: Value =
+        serde_json::from_str(target.input().expect("input")).expect("schedule input is JSON");
+    assert_eq!(input["trigger"], "schedule", "{input}");
+    input["type"] = json!(ty);
+    target.input = Some(input.to_string());
+    scheduler
+        .create_schedule()
+        .group_name(&group)
+        .name(ty)
+        .schedule_expression(seeded.schedule_expression().expect("expression"))
+        .set_flexible_time_window(seeded.flexible_time_window().cloned())
+        .target(target)
+        .send()
+        .await
+        .expect("CreateSchedule");
+    let sqs = aws_sdk_sqs::Client::new(&emu.sdk);
+    let queue = sqs
+        .create_queue()
+        .queue_name(format!("{ty}-notifications"))
+        .send()
+        .await
+        .expect("CreateQueue")
+        .queue_url()
+        .expect("url")
+        .to_owned();
+    let queue_arn = format!("arn:aws:sqs:us-east-1:123456789012:{ty}-notifications");
+    aws_sdk_sns::Client::new(&emu.sdk)
+        .subscribe()
+        .topic_arn(std::env::var("GOLDEN_NOTIFICATIONS_TOPIC_ARN").expect("topic"))
+        .protocol("sqs")
+        .endpoint(queue_arn)
+        .send()
+        .await
+        .expect("Subscribe");
+    (input.to_string(), queue)
+}
+
+async fn schedule_state(emu: &Emulator, ty: &str) -> String {
+    let group = std::env::var("GOLDEN_SCHEDULE_GROUP").expect("group");
+    aws_sdk_scheduler::Client::new(&emu.sdk)
+        .get_schedule()
+        .group_name(group)
+        .name(ty)
+        .send()
+        .await
+        .expect("GetSchedule")
+        .state()
+        .expect("state")
+        .as_str()
+        .to_owned()
+}
+
+/// Every notification on `queue` (SNS's JSON envelope: Subject, Message).
+async fn notifications(emu: &Emulator, queue: &str) -> Vec<Value> {
+    let out = aws_sdk_sqs::Client::new(&emu.sdk)
+        .receive_message()
+        .queue_url(queue)
+        .max_number_of_messages(10)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .expect("ReceiveMessage");
+    out.messages()
+        .iter()
+        .map(|m| serde_json::from_str(m.body().unwrap_or("{}")).expect("SNS envelope"))
+        .collect()
+}
+
+/// Runs a bake with `input` to its end (FAILED expected) and hands the schedule guard the event
+/// EventBridge would: the execution's Step Functions status change.
+async fn failed_bake_told_to_the_guard(emu: &Emulator, name: &str, input: &str) -> Value {
+    let (arn, finished) = emu
+        .bake(name, &serde_json::from_str(input).expect("input"))
+        .await;
+    assert_eq!(
+        finished.status.as_str(),
+        "FAILED",
+        "{name}: {:?} {:?}",
+        finished.error,
+        finished.cause
+    );
+    let event = json!({
+        "version": "0", "id": format!("event-{name}"),
+        "detail-type": "Step Functions Execution Status Change", "source": "aws.states",
+        "account": "123456789012", "time": "2026-11-27T01:00:00Z", "region": "us-east-1",
+        "resources": [arn],
+        "detail": {"executionArn": arn, "stateMachineArn": emu.state_machine_arn, "name": name,
+                   "status": "FAILED", "input": input, "error": finished.error, "cause": finished.cause}
+    });
+    golden_it::ok(emu.invoke("schedule-guard", &event), "schedule-guard")
+}
+
+#[tokio::test]
+async fn a_schedule_whose_bakes_fail_three_times_in_a_row_is_disabled_and_told_until_enabled_again()
+{
+    let _serial = SERIAL.lock().await;
+    let emu = Emulator::from_env().await;
+    let ty = unique_type("ctl-guard");
+    // A recipe whose every bake fails at launch: its instance profile does not exist.
+    let mut recipe = emu.recipe(&ty, &[]);
+    recipe["instance_profile"] = json!("no-such-profile");
+    push_recipe(&emu, &recipe).await;
+    let (scheduled, queue) = schedule_and_topic_queue(&emu, &ty).await;
+    let manual = json!({"type": ty}).to_string();
+
+    let first = failed_bake_told_to_the_guard(&emu, &format!("{ty}-s1"), &scheduled).await;
+    assert_eq!(first["outcome"], "counting", "{first}");
+    assert_eq!(
+        first["failedInARow"],
+        json!([format!("{ty}-s1")]),
+        "{first}"
+    );
+    // A bake started by hand fails too, but only scheduled bakes count.
+    let by_hand = failed_bake_told_to_the_guard(&emu, &format!("{ty}-m1"), &manual).await;
+    assert_eq!(by_hand["outcome"], "ignored", "{by_hand}");
+    let second = failed_bake_told_to_the_guard(&emu, &format!("{ty}-s2"), &scheduled).await;
+    assert_eq!(second["outcome"], "counting", "{second}");
+    assert_eq!(
+        second["failedInARow"].as_array().map(Vec::len),
+        Some(2),
+        "{second}"
+    );
+    assert_eq!(schedule_state(&emu, &ty).await, "ENABLED");
+    assert!(notifications(&emu, &queue).await.is_empty());
+
+    let third = failed_bake_told_to_the_guard(&emu, &format!("{ty}-s3"), &scheduled).await;
+    assert_eq!(third["outcome"], "disabled", "{third}");
+    assert_eq!(
+        third["failedInARow"],
+        json!([format!("{ty}-s3"), format!("{ty}-s2"), format!("{ty}-s1")]),
+        "{third}"
+    );
+    assert_eq!(schedule_state(&emu, &ty).await, "DISABLED");
+    let told = notifications(&emu, &queue).await;
+    assert_eq!(told.len(), 1, "{told:?}");
+    let subject = told[0]["Subject"].as_str().unwrap_or_default();
+    let message = told[0]["Message"].as_str().unwrap_or_default();
+    assert!(
+        subject.contains(&ty) && subject.contains("disabled"),
+        "{subject}"
+    );
+    for says in [
+        format!("{ty}-s1 FAILED"),
+        format!("{ty}-s3 FAILED"),
+        format!("goldenctl schedule enable {ty}"),
+    ] {
+        assert!(message.contains(&says), "no {says:?} in:\n{message}");
+    }
+    assert!(!message.contains(&format!("{ty}-m1")), "{message}");
+
+    // A failure told after the schedule is off (a bake it had started, an event delivered twice) changes
+    // nothing and tells nobody again.
+    let again = failed_bake_told_to_the_guard(&emu, &format!("{ty}-s4"), &scheduled).await;
+    assert_eq!(again["outcome"], "already-disabled", "{again}");
+    assert!(notifications(&emu, &queue).await.is_empty());
+
+    // The documented way back: list shows it, enable turns it on (plan first, --yes acts).
+    let listed = json_of(&["schedule", "list", "--output", "json"], 0);
+    let row = listed
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["type"] == ty.as_str()))
+        .unwrap_or_else(|| panic!("{ty} not in {listed}"))
+        .clone();
+    assert_eq!(row["enabled"], false, "{row}");
+    let planned = json_of(
+        &["schedule", "enable", &ty, "--dry-run", "--output", "json"],
+        0,
+    );
+    assert_eq!(planned["changed"], true, "{planned}");
+    assert_eq!(
+        schedule_state(&emu, &ty).await,
+        "DISABLED",
+        "a dry run changes nothing"
+    );
+    goldenctl()
+        .args(["schedule", "enable", &ty])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("pass --yes"));
+    let enabled = json_of(&["schedule", "enable", &ty, "--yes", "--output", "json"], 0);
+    assert_eq!(enabled["enabledAfter"], true, "{enabled}");
+    assert_eq!(schedule_state(&emu, &ty).await, "ENABLED");
+    let row = json_of(&["schedule", "list", "--output", "json"], 0)
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["type"] == ty.as_str()).cloned())
+        .expect("listed");
+    assert_eq!(
+        row["failedInARow"],
+        json!([]),
+        "counted afresh after the enable: {row}"
+    );
+    assert_eq!(row["limit"], 3, "{row}");
+
+    // Enabled again, one more failure starts a new count instead of disabling at once.
+    let after = failed_bake_told_to_the_guard(&emu, &format!("{ty}-s5"), &scheduled).await;
+    assert_eq!(after["outcome"], "counting", "{after}");
+    assert_eq!(
+        after["failedInARow"],
+        json!([format!("{ty}-s5")]),
+        "{after}"
+    );
+    assert_eq!(schedule_state(&emu, &ty).await, "ENABLED");
+}

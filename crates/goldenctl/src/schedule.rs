@@ -1,0 +1,221 @@
+//! `schedule list|enable|disable`: the bake schedules, one per type, and the schedule guard's count of each
+//! type's scheduled bakes that failed in a row. `enable` is how a schedule the guard disabled comes back.
+
+use std::sync::Arc;
+
+use anyhow::anyhow;
+use golden_core::aws::{AwsScheduler, AwsSns};
+use golden_core::lifecycle::guard::{self, GuardPorts, GuardRequest};
+use serde::Serialize;
+
+use crate::deploy::Deployment;
+use crate::output::{print, table, Format};
+use crate::ui::{confirm, show_plan, ActArgs, Go};
+use crate::EXIT_OK;
+
+/// One type's schedule.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleRow {
+    #[serde(rename = "type")]
+    pub image_type: String,
+    /// `group/name`.
+    pub schedule: String,
+    pub enabled: bool,
+    pub expression: String,
+    pub last_modified: String,
+    /// Scheduled bakes that failed in a row since the schedule last changed, newest first.
+    pub failed_in_a_row: Vec<String>,
+    /// The guard's limit (MaxFailedScheduledBakes; 0 never disables).
+    pub limit: u32,
+}
+
+fn ports(d: &Deployment) -> GuardPorts {
+    GuardPorts {
+        schedules: Arc::new(AwsScheduler::new(&d.sdk)),
+        notifier: Arc::new(AwsSns::new(&d.sdk)),
+    }
+}
+
+async fn row(
+    d: &Deployment,
+    ports: &GuardPorts,
+    group: &str,
+    ty: &str,
+) -> anyhow::Result<ScheduleRow> {
+    let schedule = ports.schedules.get(group, ty).await?.ok_or_else(|| {
+        anyhow!(
+            "schedule group {group} has no schedule {ty}: `goldenctl schedule list` shows the stack's; a type \
+             gets one when it is in the stack's Types parameter"
+        )
+    })?;
+    // The guard's own count, as a report (it changes nothing).
+    let services = d.services()?;
+    let report = guard::handle(
+        &services,
+        ports,
+        GuardRequest::Manual {
+            image_type: ty.to_owned(),
+            dry_run: true,
+        },
+    )
+    .await?;
+    Ok(ScheduleRow {
+        image_type: ty.to_owned(),
+        schedule: format!("{group}/{ty}"),
+        enabled: schedule.enabled,
+        expression: schedule.expression,
+        last_modified: schedule.last_modified.to_rfc3339(),
+        failed_in_a_row: report.failed_in_a_row,
+        limit: report.limit,
+    })
+}
+
+fn state_word(enabled: bool) -> String {
+    if enabled {
+        crate::ui::good("ENABLED")
+    } else {
+        crate::ui::bad("DISABLED")
+    }
+}
+
+fn render_rows(rows: &[ScheduleRow]) -> String {
+    if rows.is_empty() {
+        return "no bake schedules (is the stack deployed with its Types?)".into();
+    }
+    let body = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.image_type.clone(),
+                state_word(r.enabled),
+                r.expression.clone(),
+                if r.limit == 0 {
+                    format!("{} (never disabled)", r.failed_in_a_row.len())
+                } else {
+                    format!("{} of {}", r.failed_in_a_row.len(), r.limit)
+                },
+                r.last_modified.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "type",
+            "state",
+            "schedule",
+            "failed in a row",
+            "last changed",
+        ],
+        body,
+    )
+}
+
+pub async fn list(d: &Deployment, format: Format) -> anyhow::Result<u8> {
+    let group = d.schedule_group()?;
+    let ports = ports(d);
+    let mut rows = Vec::new();
+    for ty in ports.schedules.names(group).await? {
+        rows.push(row(d, &ports, group, &ty).await?);
+    }
+    print(format, &rows, |r: &Vec<ScheduleRow>| render_rows(r));
+    Ok(EXIT_OK)
+}
+
+/// What `enable`/`disable` reports.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangeReport {
+    pub action: String,
+    pub dry_run: bool,
+    /// False: the schedule was already so.
+    pub changed: bool,
+    pub before: ScheduleRow,
+    pub enabled_after: bool,
+}
+
+fn render_change(r: &ChangeReport) -> String {
+    let title = if r.changed {
+        format!("plan: {} {}", r.action, r.before.schedule)
+    } else {
+        format!(
+            "plan (no change): {} is already {}",
+            r.before.schedule,
+            state_word(r.enabled_after)
+        )
+    };
+    format!(
+        "{title}\n{}",
+        table(
+            &["", "before", "after"],
+            vec![
+                vec![
+                    "state".into(),
+                    state_word(r.before.enabled),
+                    state_word(r.enabled_after)
+                ],
+                vec![
+                    "schedule".into(),
+                    r.before.expression.clone(),
+                    r.before.expression.clone()
+                ],
+                vec![
+                    "failed in a row".into(),
+                    r.before.failed_in_a_row.len().to_string(),
+                    if r.enabled_after && r.changed {
+                        "counted afresh".into()
+                    } else {
+                        r.before.failed_in_a_row.len().to_string()
+                    },
+                ],
+            ],
+        )
+    )
+}
+
+pub async fn set(
+    d: &Deployment,
+    image_type: &str,
+    enable: bool,
+    act: ActArgs,
+    format: Format,
+) -> anyhow::Result<u8> {
+    let group = d.schedule_group()?;
+    let ports = ports(d);
+    let before = row(d, &ports, group, image_type).await?;
+    let action = if enable { "enable" } else { "disable" };
+    let changed = before.enabled != enable;
+    let mut report = ChangeReport {
+        action: action.into(),
+        dry_run: act.dry_run,
+        changed,
+        before,
+        enabled_after: enable,
+    };
+    show_plan(format, act, !changed, &report, render_change);
+    let question = format!("{action} the bake schedule of {image_type}");
+    if confirm(act, &question, !changed)? == Go::Plan {
+        if format == Format::Json {
+            print(format, &report, render_change);
+        }
+        return Ok(EXIT_OK);
+    }
+    ports
+        .schedules
+        .set_enabled(group, image_type, enable)
+        .await?;
+    report.dry_run = false;
+    match format {
+        Format::Json => print(format, &report, render_change),
+        Format::Table if enable => println!(
+            "enabled {group}/{image_type}: scheduled bakes of {image_type} resume at its next time ({}); the \
+             guard counts failures afresh from now",
+            report.before.expression
+        ),
+        Format::Table => println!(
+            "disabled {group}/{image_type}: no scheduled bakes of {image_type} until `goldenctl schedule enable \
+             {image_type}`"
+        ),
+    }
+    Ok(EXIT_OK)
+}
