@@ -28,16 +28,13 @@ impl AwsSfn {
     }
 }
 
-/// `arn:aws:states:<region>:<account>:(execution|stateMachine):...` -> region.
-fn arn_region(arn: &str) -> Option<&str> {
-    arn.split(':').nth(3).filter(|r| !r.is_empty())
-}
-
-#[async_trait]
-impl Executions for AwsSfn {
-    async fn status(&self, execution_arn: &str) -> Result<Option<String>> {
+impl AwsSfn {
+    /// DescribeExecution; None if there is no such execution (or `execution_arn` is not an execution ARN).
+    async fn describe(
+        &self,
+        execution_arn: &str,
+    ) -> Result<Option<aws_sdk_sfn::operation::describe_execution::DescribeExecutionOutput>> {
         let Some(region) = arn_region(execution_arn) else {
-            // Not an execution ARN at all: there is no such execution.
             return Ok(None);
         };
         let out = self
@@ -47,9 +44,21 @@ impl Executions for AwsSfn {
             .execution_arn(execution_arn)
             .send()
             .await;
-        let out = unless_not_found(
+        unless_not_found(
             out.map_err(|e| AwsError::from_sdk("DescribeExecution", execution_arn, region, e)),
-        )?;
+        )
+    }
+}
+
+/// `arn:aws:states:<region>:<account>:(execution|stateMachine):...` -> region.
+fn arn_region(arn: &str) -> Option<&str> {
+    arn.split(':').nth(3).filter(|r| !r.is_empty())
+}
+
+#[async_trait]
+impl Executions for AwsSfn {
+    async fn status(&self, execution_arn: &str) -> Result<Option<String>> {
+        let out = self.describe(execution_arn).await?;
         Ok(out.map(|o| o.status().as_str().to_owned()))
     }
 
@@ -96,19 +105,7 @@ impl Executions for AwsSfn {
     }
 
     async fn input(&self, execution_arn: &str) -> Result<Option<String>> {
-        let Some(region) = arn_region(execution_arn) else {
-            return Ok(None);
-        };
-        let out = self
-            .clients
-            .get(region)
-            .describe_execution()
-            .execution_arn(execution_arn)
-            .send()
-            .await;
-        let out = unless_not_found(
-            out.map_err(|e| AwsError::from_sdk("DescribeExecution", execution_arn, region, e)),
-        )?;
+        let out = self.describe(execution_arn).await?;
         Ok(out.map(|o| o.input().unwrap_or("{}").to_owned()))
     }
 }

@@ -61,12 +61,8 @@ struct EndedDetail {
 struct ManualRequest {
     #[serde(rename = "type")]
     image_type: String,
-    #[serde(default = "dry_by_default")]
+    #[serde(default = "super::trigger::dry_by_default")]
     dry_run: bool,
-}
-
-fn dry_by_default() -> bool {
-    true
 }
 
 impl TryFrom<serde_json::Value> for GuardRequest {

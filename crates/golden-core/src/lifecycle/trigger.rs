@@ -70,7 +70,7 @@ struct ManualRequest {
     dry_run: bool,
 }
 
-fn dry_by_default() -> bool {
+pub(crate) fn dry_by_default() -> bool {
     true
 }
 
