@@ -54,7 +54,7 @@ INSTANCE_PROFILE = "golden-ami-builder"
 BASE_AMI_PARAMETER = "/golden-ami/base/al2023"
 SUBNET_NAME = "golden-ami-builders"
 TEMPLATE = REPO / "infra" / "template.yaml"
-# The stack's bake schedules (one per pushed recipe's type, named after it), its notifications topic and the
+# The stack's bake schedules (one per pushed recipe's type), its notifications topic and the
 # role its schedules start bakes with; moto never fires a schedule, the tests start their executions.
 SCHEDULE_GROUP = "golden-ami-local-bakes"
 NOTIFICATIONS_TOPIC = "golden-ami-local-notifications"
@@ -972,8 +972,11 @@ class Emulator:
         scheduler.create_schedule_group(Name=SCHEDULE_GROUP)
         schedule_input = template_schedule_input()
         for ty in pushed:
+            # Named as CloudFormation names them (not after the type): the guard finds them by their input.
+            alnum = "".join(c for c in ty if c.isalnum())
             scheduler.create_schedule(
-                GroupName=SCHEDULE_GROUP, Name=ty, ScheduleExpression="cron(10 1 * * ? *)",
+                GroupName=SCHEDULE_GROUP, Name=f"golden-ami-local-Bake{alnum}-SEEDED",
+                ScheduleExpression="cron(10 1 * * ? *)",
                 ScheduleExpressionTimezone="UTC", FlexibleTimeWindow={"Mode": "OFF"}, State="ENABLED",
                 Target={"Arn": STATE_MACHINE_ARN, "RoleArn": SCHEDULER_ROLE,
                         "Input": schedule_input.replace("${Type}", ty),
@@ -981,7 +984,7 @@ class Emulator:
         self.seed = {"subnet": subnet, "security_group": sg, "base_ami": base_ami, "vpc": vpc}
         say(f"seeded moto: vpc {vpc}, subnet {subnet}, sg {sg}, base AMI {base_ami} "
             f"({BASE_AMI_PARAMETER}), s3://{BUCKET} with recipes {', '.join(pushed) or '(none)'}, "
-            f"schedules {SCHEDULE_GROUP}/<type>, topic {NOTIFICATIONS_TOPIC}")
+            f"bake schedules in {SCHEDULE_GROUP}, topic {NOTIFICATIONS_TOPIC}")
 
         # -- the state machine, from the real ASL
         text = ASL.read_text()

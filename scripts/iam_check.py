@@ -513,6 +513,8 @@ def states_auths(call: dict) -> list[Auth]:
 
 def scheduler_auths(call: dict) -> list[Auth]:
     op, region, params = call["operation"], call["region"], call["params"]
+    if op == "ListSchedules":  # no resource-level permission
+        return [Auth("scheduler:ListSchedules", "*")]
     schedule = f"arn:{PARTITION}:scheduler:{region}:{ACCOUNT}:schedule/{params.get('GroupName', 'default')}/" \
                f"{params['Name']}"
     if op in ("GetSchedule", "DeleteSchedule"):

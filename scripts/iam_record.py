@@ -71,9 +71,13 @@ def parse_request(method: str, path: str, headers, body: bytes) -> dict:
             params = {}
         operation = {"GET": "GetSchedule", "PUT": "UpdateSchedule", "POST": "CreateSchedule",
                      "DELETE": "DeleteSchedule"}.get(method, f"{method}Schedule")
-        if not raw_path.startswith("/schedules/"):
+        if raw_path.rstrip("/") == "/schedules" and method == "GET":
+            operation, name = "ListSchedules", ""
+        elif not raw_path.startswith("/schedules/"):
             operation = f"{method} {raw_path}"  # not a schedule call: iam_check.py has no model and says so
         params.update(Name=name, **({"GroupName": q["groupName"]} if "groupName" in q else {}))
+        if "ScheduleGroup" in q:
+            params["GroupName"] = q["ScheduleGroup"]
         return {"service": service, "region": region, "operation": operation, "params": params}
     if target:  # JSON protocol: X-Amz-Target is Service_Version.Operation
         try:

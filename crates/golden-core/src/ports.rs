@@ -270,16 +270,28 @@ pub trait Executions: Send + Sync {
         since: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<ExecutionSummary>>;
-    /// An execution's input (JSON text); None if there is no such execution.
-    async fn input(&self, execution_arn: &str) -> Result<Option<String>>;
+    /// An execution's input, start, status and error; None if there is no such execution.
+    async fn details(&self, execution_arn: &str) -> Result<Option<ExecutionDetails>>;
+}
+
+/// What DescribeExecution says of an execution, reduced to what the schedule guard looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutionDetails {
+    /// The execution input (JSON text).
+    pub input: String,
+    pub start: DateTime<Utc>,
+    pub status: String,
+    /// The error name it failed with (the stage's, e.g. `CommandFailed`, `BakeAlreadyRunning`).
+    pub error: Option<String>,
 }
 
 /// A bake schedule of EventBridge Scheduler, reduced to what the schedule guard and goldenctl look at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BakeSchedule {
     pub group: String,
-    /// The image type: each type's schedule is named after it.
     pub name: String,
+    /// The type its target input bakes (`{"type": ...}`); None for a schedule of something else.
+    pub image_type: Option<String>,
     pub enabled: bool,
     /// `cron(...)`, `rate(...)` or `at(...)`.
     pub expression: String,

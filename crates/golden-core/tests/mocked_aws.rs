@@ -1362,8 +1362,11 @@ async fn account_wide_image_listing_is_paged_by_a_thousand_and_follows_every_pag
 }
 
 /// The schedule guard over mocked Step Functions, Scheduler and SNS: three scheduled bakes of bld-linux64
-/// failed since its schedule last changed.
+/// failed since its schedule last changed, `listed` of them (1 to 3) listed by ListExecutions; `limit` is
+/// GOLDEN_MAX_FAILED_SCHEDULED_BAKES (None: the default).
 fn guard_fixture(
+    limit: Option<&'static str>,
+    listed: &'static [i64],
     sns_rules: &[&Rule],
     scheduler_rules: &[&Rule],
 ) -> (Services, golden_core::lifecycle::guard::GuardPorts) {
@@ -1383,9 +1386,7 @@ fn guard_fixture(
     };
     let list = mock!(aws_sdk_sfn::Client::list_executions).then_output(move || {
         ListExecutionsOutput::builder()
-            .executions(item(3))
-            .executions(item(2))
-            .executions(item(1))
+            .set_executions(Some(listed.iter().map(|n| item(*n)).collect()))
             .build()
             .expect("list")
     });
@@ -1395,6 +1396,7 @@ fn guard_fixture(
             .state_machine_arn("arn:aws:states:us-east-1:123456789012:stateMachine:bake")
             .status(ExecutionStatus::Failed)
             .start_date(at(1))
+            .error("CommandFailed")
             .input(r#"{"type": "bld-linux64", "trigger": "schedule"}"#)
             .build()
             .expect("describe")
@@ -1408,6 +1410,7 @@ fn guard_fixture(
             }
             "GOLDEN_SCHEDULE_GROUP" => Some("golden-bakes"),
             "GOLDEN_NOTIFICATIONS_TOPIC_ARN" => Some("arn:aws:sns:us-east-1:123456789012:golden"),
+            "GOLDEN_MAX_FAILED_SCHEDULED_BAKES" => limit,
             _ => None,
         }
         .map(str::to_owned)
@@ -1435,62 +1438,77 @@ fn guard_fixture(
     (services, ports)
 }
 
-fn bake_schedule(state: aws_sdk_scheduler::types::ScheduleState) -> Rule {
+/// The group's one schedule (named as CloudFormation names it), which bakes bld-linux64.
+fn bake_schedule(state: aws_sdk_scheduler::types::ScheduleState) -> (Rule, Rule) {
     use aws_sdk_scheduler::operation::get_schedule::GetScheduleOutput;
+    use aws_sdk_scheduler::operation::list_schedules::ListSchedulesOutput;
     use aws_sdk_scheduler::types::{
-        DeadLetterConfig, FlexibleTimeWindow, FlexibleTimeWindowMode, RetryPolicy, Target,
+        DeadLetterConfig, FlexibleTimeWindow, FlexibleTimeWindowMode, RetryPolicy, ScheduleSummary,
+        Target,
     };
-    mock!(aws_sdk_scheduler::Client::get_schedule).then_output(move || {
-        GetScheduleOutput::builder()
-            .name("bld-linux64")
-            .group_name("golden-bakes")
-            .description("golden-ami (golden-ami): bake bld-linux64")
-            .schedule_expression("cron(10 1 * * ? *)")
-            .schedule_expression_timezone("UTC")
-            .flexible_time_window(
-                FlexibleTimeWindow::builder()
-                    .mode(FlexibleTimeWindowMode::Off)
-                    .build()
-                    .expect("window"),
-            )
-            .target(
-                Target::builder()
-                    .arn("arn:aws:states:us-east-1:123456789012:stateMachine:bake")
-                    .role_arn("arn:aws:iam::123456789012:role/scheduler")
-                    .input(r#"{"type": "bld-linux64", "trigger": "schedule"}"#)
-                    .retry_policy(
-                        RetryPolicy::builder()
-                            .maximum_retry_attempts(2)
-                            .maximum_event_age_in_seconds(3600)
-                            .build(),
-                    )
-                    .dead_letter_config(
-                        DeadLetterConfig::builder()
-                            .arn("arn:aws:sqs:us-east-1:123456789012:dlq")
-                            .build(),
-                    )
-                    .build()
-                    .expect("target"),
-            )
-            .state(state.clone())
-            .last_modification_date(aws_smithy_types::DateTime::from_secs(1_795_569_000))
-            .build()
-    })
+    let list = mock!(aws_sdk_scheduler::Client::list_schedules)
+        .match_requests(|r| r.group_name() == Some("golden-bakes"))
+        .then_output(|| {
+            ListSchedulesOutput::builder()
+                .schedules(
+                    ScheduleSummary::builder()
+                        .name("golden-Bakebldlinux64-X1")
+                        .build(),
+                )
+                .build()
+                .expect("list")
+        });
+    let get = mock!(aws_sdk_scheduler::Client::get_schedule)
+        .match_requests(|r| r.name() == Some("golden-Bakebldlinux64-X1"))
+        .then_output(move || {
+            GetScheduleOutput::builder()
+                .name("golden-Bakebldlinux64-X1")
+                .group_name("golden-bakes")
+                .description("golden-ami (golden-ami): bake bld-linux64")
+                .schedule_expression("cron(10 1 * * ? *)")
+                .schedule_expression_timezone("UTC")
+                .flexible_time_window(
+                    FlexibleTimeWindow::builder()
+                        .mode(FlexibleTimeWindowMode::Off)
+                        .build()
+                        .expect("window"),
+                )
+                .target(
+                    Target::builder()
+                        .arn("arn:aws:states:us-east-1:123456789012:stateMachine:bake")
+                        .role_arn("arn:aws:iam::123456789012:role/scheduler")
+                        .input(r#"{"type": "bld-linux64", "trigger": "schedule"}"#)
+                        .retry_policy(
+                            RetryPolicy::builder()
+                                .maximum_retry_attempts(2)
+                                .maximum_event_age_in_seconds(3600)
+                                .build(),
+                        )
+                        .dead_letter_config(
+                            DeadLetterConfig::builder()
+                                .arn("arn:aws:sqs:us-east-1:123456789012:dlq")
+                                .build(),
+                        )
+                        .build()
+                        .expect("target"),
+                )
+                .state(state.clone())
+                .last_modification_date(aws_smithy_types::DateTime::from_secs(1_795_569_000))
+                .build()
+        });
+    (list, get)
 }
 
-#[tokio::test]
-async fn a_disabled_schedule_keeps_its_whole_definition_and_a_notice_that_fails_fails_the_run() {
+/// UpdateSchedule replaces a schedule: anything not given back would be lost (its role, input, DLQ...).
+fn disable_keeping_everything() -> Rule {
     use aws_sdk_scheduler::operation::update_schedule::UpdateScheduleOutput;
     use aws_sdk_scheduler::types::{FlexibleTimeWindowMode, ScheduleState};
-    use golden_core::lifecycle::guard::{handle, GuardRequest};
-    // GIVEN three failed scheduled bakes, an enabled schedule, and SNS failing every attempt
-    let get = bake_schedule(ScheduleState::Enabled);
-    // UpdateSchedule replaces a schedule: anything not given back would be lost (its role, input, DLQ...).
-    let update = mock!(aws_sdk_scheduler::Client::update_schedule)
+    mock!(aws_sdk_scheduler::Client::update_schedule)
         .match_requests(|r| {
             let t = r.target();
             r.state() == Some(&ScheduleState::Disabled)
                 && r.group_name() == Some("golden-bakes")
+                && r.name() == Some("golden-Bakebldlinux64-X1")
                 && r.schedule_expression() == Some("cron(10 1 * * ? *)")
                 && r.schedule_expression_timezone() == Some("UTC")
                 && r.description() == Some("golden-ami (golden-ami): bake bld-linux64")
@@ -1507,11 +1525,56 @@ async fn a_disabled_schedule_keeps_its_whole_definition_and_a_notice_that_fails_
         .then_output(|| {
             UpdateScheduleOutput::builder()
                 .schedule_arn(
-                    "arn:aws:scheduler:us-east-1:123456789012:schedule/golden-bakes/bld-linux64",
+                    "arn:aws:scheduler:us-east-1:123456789012:schedule/golden-bakes/golden-Bakebldlinux64-X1",
                 )
                 .build()
                 .expect("output")
-        });
+        })
+}
+
+fn third_failure() -> golden_core::lifecycle::guard::GuardRequest {
+    golden_core::lifecycle::guard::GuardRequest::Ended {
+        execution_arn: format!("{EXEC}-3"),
+        status: "FAILED".into(),
+    }
+}
+
+#[tokio::test]
+async fn at_the_limit_the_topic_is_told_then_the_schedule_disabled_keeping_its_whole_definition() {
+    use aws_sdk_scheduler::types::ScheduleState;
+    use aws_sdk_sns::operation::publish::PublishOutput;
+    let (list, get) = bake_schedule(ScheduleState::Enabled);
+    let update = disable_keeping_everything();
+    let publish = mock!(aws_sdk_sns::Client::publish)
+        .match_requests(|r| {
+            r.topic_arn() == Some("arn:aws:sns:us-east-1:123456789012:golden")
+                && r.message().is_some_and(|m| {
+                    m.contains("unit-1-3 FAILED")
+                        && m.contains("unit-1-1 FAILED")
+                        && m.contains("goldenctl schedule enable bld-linux64")
+                })
+        })
+        .then_output(|| PublishOutput::builder().message_id("m-1").build());
+    let (services, ports) = guard_fixture(None, &[3, 2, 1], &[&publish], &[&list, &get, &update]);
+    let report = golden_core::lifecycle::guard::handle(&services, &ports, third_failure())
+        .await
+        .expect("disabled");
+    assert_eq!(report.outcome, "disabled", "{report:?}");
+    assert_eq!((publish.num_calls(), update.num_calls()), (1, 1));
+    assert_eq!(
+        report.schedule.as_deref(),
+        Some("golden-bakes/golden-Bakebldlinux64-X1")
+    );
+}
+
+#[tokio::test]
+async fn a_notice_that_cannot_be_sent_leaves_the_schedule_enabled_and_fails_the_run_for_its_retry()
+{
+    use aws_sdk_scheduler::types::ScheduleState;
+    use golden_core::lifecycle::guard::handle;
+    // GIVEN three failed scheduled bakes, an enabled schedule, and SNS failing every attempt
+    let (list, get) = bake_schedule(ScheduleState::Enabled);
+    let update = disable_keeping_everything();
     let publish = mock!(aws_sdk_sns::Client::publish).then_http_response(|| {
         aws_smithy_runtime_api::http::Response::new(
             500.try_into().expect("status"),
@@ -1519,28 +1582,21 @@ async fn a_disabled_schedule_keeps_its_whole_definition_and_a_notice_that_fails_
                 .into(),
         )
     });
-    let (services, ports) = guard_fixture(&[&publish], &[&get, &update]);
+    let (services, ports) = guard_fixture(None, &[3, 2, 1], &[&publish], &[&list, &get, &update]);
     // WHEN the third failure's event arrives
-    let event = GuardRequest::Ended {
-        execution_arn: format!("{EXEC}-3"),
-        status: "FAILED".into(),
-    };
-    let err = handle(&services, &ports, event)
+    let err = handle(&services, &ports, third_failure())
         .await
         .expect_err("the notice failed");
-    // THEN the schedule is disabled with everything else kept, and the run fails saying so (the Errors
-    // alarm and the async retry see it; the retry finds the schedule disabled and does nothing)
-    assert_eq!(
-        update.num_calls(),
-        1,
-        "UpdateSchedule kept the whole definition"
-    );
+    // THEN nothing is disabled: the schedule is not stopped without anybody being told why, and the
+    // run fails (ItemsFailed) so that Lambda's retry, which counts the same three bakes, tries again
+    assert_eq!(update.num_calls(), 0, "disabled without a notice");
     assert_eq!(err.error_type(), "ItemsFailed", "{err}");
     let msg = err.to_string();
     assert!(
-        msg.contains("disabled schedule golden-bakes/bld-linux64 after 3"),
+        msg.contains("3 scheduled bakes of bld-linux64 failed in a row"),
         "{msg}"
     );
+    assert!(msg.contains("left enabled"), "{msg}");
     assert!(
         msg.contains("notify arn:aws:sns:us-east-1:123456789012:golden"),
         "{msg}"
@@ -1549,22 +1605,62 @@ async fn a_disabled_schedule_keeps_its_whole_definition_and_a_notice_that_fails_
 }
 
 #[tokio::test]
-async fn a_manual_report_at_the_limit_disables_nothing() {
+async fn the_limit_is_the_deployments_and_zero_never_disables() {
     use aws_sdk_scheduler::types::ScheduleState;
     use golden_core::lifecycle::guard::{handle, GuardRequest};
-    let get = bake_schedule(ScheduleState::Enabled);
-    // No UpdateSchedule or Publish rule: either call would fail the test.
-    let (services, ports) = guard_fixture(&[], &[&get]);
-    let report = handle(
-        &services,
-        &ports,
-        GuardRequest::Manual {
+    let report = |limit: Option<&'static str>| async move {
+        let (list, get) = bake_schedule(ScheduleState::Enabled);
+        // No UpdateSchedule or Publish rule: a manual report changes nothing, whatever the count.
+        let (services, ports) = guard_fixture(limit, &[3, 2, 1], &[], &[&list, &get]);
+        let request = GuardRequest::Manual {
             image_type: "bld-linux64".into(),
             dry_run: true,
-        },
-    )
-    .await
-    .expect("report");
-    assert_eq!(report.outcome, "would-disable", "{report:?}");
-    assert_eq!(report.failed_in_a_row.len(), 3);
+        };
+        handle(&services, &ports, request).await.expect("report")
+    };
+    let default = report(None).await;
+    assert_eq!(
+        (
+            default.outcome.as_str(),
+            default.failed_in_a_row.len(),
+            default.limit
+        ),
+        ("would-disable", 3, 3)
+    );
+    let two = report(Some("2")).await;
+    assert_eq!(
+        (two.outcome.as_str(), two.failed_in_a_row.len(), two.limit),
+        ("would-disable", 2, 2),
+        "the walk stops at the limit"
+    );
+    let four = report(Some("4")).await;
+    assert_eq!(
+        (four.outcome.as_str(), four.failed_in_a_row.len()),
+        ("counting", 3)
+    );
+    let never = report(Some("0")).await;
+    assert_eq!(
+        (never.outcome.as_str(), never.limit),
+        ("counting", 0),
+        "{never:?}"
+    );
+    assert!(never.reason.contains("never disabled"), "{never:?}");
+}
+
+#[tokio::test]
+async fn the_failure_that_woke_the_guard_counts_even_before_list_executions_shows_it() {
+    use aws_sdk_scheduler::types::ScheduleState;
+    use aws_sdk_sns::operation::publish::PublishOutput;
+    // ListExecutions is eventually consistent: right after the third bake ended it lists only two.
+    let (list, get) = bake_schedule(ScheduleState::Enabled);
+    let update = disable_keeping_everything();
+    let publish = mock!(aws_sdk_sns::Client::publish)
+        .then_output(|| PublishOutput::builder().message_id("m-1").build());
+    let (services, ports) = guard_fixture(None, &[2, 1], &[&publish], &[&list, &get, &update]);
+    let report = golden_core::lifecycle::guard::handle(&services, &ports, third_failure())
+        .await
+        .expect("disabled");
+    assert_eq!(report.outcome, "disabled", "{report:?}");
+    assert_eq!(report.failed_in_a_row.len(), 3, "{report:?}");
+    assert_eq!(update.num_calls(), 1);
 }

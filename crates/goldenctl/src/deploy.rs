@@ -42,6 +42,8 @@ pub struct Deployment {
     pub type_tag: String,
     /// `GOLDEN_SCHEDULE_GROUP`, else the stack's output BakeScheduleGroup: the bake schedules' group.
     pub schedule_group: Option<String>,
+    /// The stack's `EnableSchedules` (with `--stack`): `schedule enable` refuses on a stack meant to stay off.
+    pub schedules_enabled: Option<bool>,
     /// The functions' settings from the stack's parameters (`GOLDEN_PRUNE_DRY_RUN`, ...): used where the
     /// environment does not set them, so goldenctl acting for a function acts as the deployed one would.
     stack_settings: std::collections::BTreeMap<String, String>,
@@ -72,6 +74,7 @@ impl Deployment {
             .map(split_regions)
             .unwrap_or_default();
         let mut schedule_group = non_empty(std::env::var("GOLDEN_SCHEDULE_GROUP").ok());
+        let mut schedules_enabled = None;
         let mut source = "flags and environment".to_owned();
         let mut stack_settings = std::collections::BTreeMap::new();
         if let Some(name) = non_empty(args.stack) {
@@ -86,6 +89,7 @@ impl Deployment {
                     output("Regions").or_else(|| stack.settings.get("GOLDEN_REGIONS").cloned());
                 regions = list.as_deref().map(split_regions).unwrap_or_default();
             }
+            schedules_enabled = stack.schedules_enabled;
             stack_settings = stack.settings;
             source = format!("--stack {name}");
         }
@@ -99,6 +103,7 @@ impl Deployment {
             regions,
             type_tag,
             schedule_group,
+            schedules_enabled,
             stack_settings,
             source,
         })

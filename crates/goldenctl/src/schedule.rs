@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
-use anyhow::anyhow;
+use anyhow::{anyhow, bail, Context};
 use golden_core::aws::{AwsScheduler, AwsSns};
-use golden_core::lifecycle::guard::{self, GuardPorts, GuardRequest};
+use golden_core::lifecycle::guard::{self, find_schedule, GuardPorts, GuardRequest};
+use golden_core::ports::BakeSchedule;
 use serde::Serialize;
 
 use crate::deploy::Deployment;
@@ -40,15 +41,9 @@ fn ports(d: &Deployment) -> GuardPorts {
 async fn row(
     d: &Deployment,
     ports: &GuardPorts,
-    group: &str,
+    schedule: BakeSchedule,
     ty: &str,
 ) -> anyhow::Result<ScheduleRow> {
-    let schedule = ports.schedules.get(group, ty).await?.ok_or_else(|| {
-        anyhow!(
-            "schedule group {group} has no schedule {ty}: `goldenctl schedule list` shows the stack's; a type \
-             gets one when it is in the stack's Types parameter"
-        )
-    })?;
     // The guard's own count, as a report (it changes nothing).
     let services = d.services()?;
     let report = guard::handle(
@@ -62,7 +57,7 @@ async fn row(
     .await?;
     Ok(ScheduleRow {
         image_type: ty.to_owned(),
-        schedule: format!("{group}/{ty}"),
+        schedule: format!("{}/{}", schedule.group, schedule.name),
         enabled: schedule.enabled,
         expression: schedule.expression,
         last_modified: schedule.last_modified.to_rfc3339(),
@@ -115,9 +110,16 @@ pub async fn list(d: &Deployment, format: Format) -> anyhow::Result<u8> {
     let group = d.schedule_group()?;
     let ports = ports(d);
     let mut rows = Vec::new();
-    for ty in ports.schedules.names(group).await? {
-        rows.push(row(d, &ports, group, &ty).await?);
+    for name in ports.schedules.names(group).await? {
+        // A schedule that bakes no type (not the template's) is not the guard's business.
+        let Some(schedule) = ports.schedules.get(group, &name).await? else {
+            continue;
+        };
+        if let Some(ty) = schedule.image_type.clone() {
+            rows.push(row(d, &ports, schedule, &ty).await?);
+        }
     }
+    rows.sort_by(|a, b| a.image_type.cmp(&b.image_type));
     print(format, &rows, |r: &Vec<ScheduleRow>| render_rows(r));
     Ok(EXIT_OK)
 }
@@ -181,8 +183,24 @@ pub async fn set(
     format: Format,
 ) -> anyhow::Result<u8> {
     let group = d.schedule_group()?;
+    if enable && d.schedules_enabled == Some(false) {
+        bail!(
+            "the stack is deployed with EnableSchedules=false (it runs only what is started by hand), so its \
+             schedules stay off: nothing was changed; to bake {image_type} now use `goldenctl bake \
+             {image_type}`, to turn schedules on deploy with EnableSchedules=true"
+        );
+    }
     let ports = ports(d);
-    let before = row(d, &ports, group, image_type).await?;
+    let schedule = find_schedule(ports.schedules.as_ref(), group, image_type)
+        .await?
+        .ok_or_else(|| {
+            anyhow!(
+                "schedule group {group} has no schedule that bakes {image_type}: `goldenctl schedule list` \
+                 shows the stack's; a type gets one when it is in the stack's Types parameter"
+            )
+        })?;
+    let name = schedule.name.clone();
+    let before = row(d, &ports, schedule, image_type).await?;
     let action = if enable { "enable" } else { "disable" };
     let changed = before.enabled != enable;
     let mut report = ChangeReport {
@@ -202,18 +220,24 @@ pub async fn set(
     }
     ports
         .schedules
-        .set_enabled(group, image_type, enable)
-        .await?;
+        .set_enabled(group, &name, enable)
+        .await
+        .with_context(|| {
+            format!(
+                "could not {action} {group}/{name}; it needs scheduler:GetSchedule and scheduler:UpdateSchedule \
+                 on it and iam:PassRole on the role its target names (the stack's SchedulerRole)"
+            )
+        })?;
     report.dry_run = false;
     match format {
         Format::Json => print(format, &report, render_change),
         Format::Table if enable => println!(
-            "enabled {group}/{image_type}: scheduled bakes of {image_type} resume at its next time ({}); the \
+            "enabled {group}/{name}: scheduled bakes of {image_type} resume at its next time ({}); the \
              guard counts failures afresh from now",
             report.before.expression
         ),
         Format::Table => println!(
-            "disabled {group}/{image_type}: no scheduled bakes of {image_type} until `goldenctl schedule enable \
+            "disabled {group}/{name}: no scheduled bakes of {image_type} until `goldenctl schedule enable \
              {image_type}`"
         ),
     }

@@ -29,6 +29,8 @@ pub struct Stack {
     pub outputs: BTreeMap<String, String>,
     /// The functions' settings the stack's parameters give, by variable (`GOLDEN_TYPE_TAG`, ...).
     pub settings: BTreeMap<String, String>,
+    /// The `EnableSchedules` parameter: false for a stack that runs only what is started by hand.
+    pub schedules_enabled: Option<bool>,
 }
 
 pub async fn read(sdk: &aws_config::SdkConfig, stack: &str) -> anyhow::Result<Stack> {
@@ -64,5 +66,10 @@ pub async fn read(sdk: &aws_config::SdkConfig, stack: &str) -> anyhow::Result<St
         .iter()
         .filter_map(|(param, var)| Some(((*var).to_owned(), (*parameters.get(param)?).to_owned())))
         .collect();
-    Ok(Stack { outputs, settings })
+    let schedules_enabled = parameters.get("EnableSchedules").map(|v| *v == "true");
+    Ok(Stack {
+        outputs,
+        settings,
+        schedules_enabled,
+    })
 }

@@ -402,30 +402,46 @@ async fn revoke_rolls_back_and_a_pin_survives_the_next_bake_until_unpinned() {
     assert_eq!(again["changed"], false);
 }
 
-/// The stack's bake schedule of `ty`, made like the emulator's seeded ones (the template's input), and a
-/// queue subscribed to the notifications topic.
-async fn schedule_and_topic_queue(emu: &Emulator, ty: &str) -> (String, String) {
+/// The stack's bake schedule of `ty`, made like the emulator's seeded ones (the template's input, a name
+/// that is not the type's, as CloudFormation's), and a queue subscribed to the notifications topic.
+/// Returns the schedule's input and name, and the queue.
+async fn schedule_and_topic_queue(emu: &Emulator, ty: &str) -> (String, String, String) {
     let group =
         std::env::var("GOLDEN_SCHEDULE_GROUP").expect("GOLDEN_SCHEDULE_GROUP (scripts/emulator)");
     let scheduler = aws_sdk_scheduler::Client::new(&emu.sdk);
     // A seeded type's schedule, as the template makes it; only the type in its input differs.
-    let seeded = scheduler
-        .get_schedule()
+    let listed = scheduler
+        .list_schedules()
         .group_name(&group)
-        .name("bld-linux64")
         .send()
         .await
-        .expect("the seeded schedule of bld-linux64");
+        .expect("ListSchedules");
+    let mut seeded = None;
+    for summary in listed.schedules() {
+        let schedule = scheduler
+            .get_schedule()
+            .group_name(&group)
+            .name(summary.name().expect("name"))
+            .send()
+            .await
+            .expect("GetSchedule");
+        let input = schedule.target().and_then(|t| t.input()).unwrap_or("{}");
+        if serde_json::from_str::<Value>(input).expect("input")["type"] == "bld-linux64" {
+            seeded = Some(schedule);
+        }
+    }
+    let seeded = seeded.expect("the seeded schedule of bld-linux64");
     let mut target = seeded.target().expect("target").clone();
     let mut input: Value =
         serde_json::from_str(target.input().expect("input")).expect("schedule input is JSON");
     assert_eq!(input["trigger"], "schedule", "{input}");
     input["type"] = json!(ty);
     target.input = Some(input.to_string());
+    let name = format!("golden-ami-local-Bake-{}", ty.replace('-', ""));
     scheduler
         .create_schedule()
         .group_name(&group)
-        .name(ty)
+        .name(&name)
         .schedule_expression(seeded.schedule_expression().expect("expression"))
         .set_flexible_time_window(seeded.flexible_time_window().cloned())
         .target(target)
@@ -451,15 +467,15 @@ async fn schedule_and_topic_queue(emu: &Emulator, ty: &str) -> (String, String) 
         .send()
         .await
         .expect("Subscribe");
-    (input.to_string(), queue)
+    (input.to_string(), name, queue)
 }
 
-async fn schedule_state(emu: &Emulator, ty: &str) -> String {
+async fn schedule_state(emu: &Emulator, name: &str) -> String {
     let group = std::env::var("GOLDEN_SCHEDULE_GROUP").expect("group");
     aws_sdk_scheduler::Client::new(&emu.sdk)
         .get_schedule()
         .group_name(group)
-        .name(ty)
+        .name(name)
         .send()
         .await
         .expect("GetSchedule")
@@ -519,7 +535,7 @@ async fn a_schedule_whose_bakes_fail_three_times_in_a_row_is_disabled_and_told_u
     let mut recipe = emu.recipe(&ty, &[]);
     recipe["instance_profile"] = json!("no-such-profile");
     push_recipe(&emu, &recipe).await;
-    let (scheduled, queue) = schedule_and_topic_queue(&emu, &ty).await;
+    let (scheduled, schedule, queue) = schedule_and_topic_queue(&emu, &ty).await;
     let manual = json!({"type": ty}).to_string();
 
     let first = failed_bake_told_to_the_guard(&emu, &format!("{ty}-s1"), &scheduled).await;
@@ -539,7 +555,7 @@ async fn a_schedule_whose_bakes_fail_three_times_in_a_row_is_disabled_and_told_u
         Some(2),
         "{second}"
     );
-    assert_eq!(schedule_state(&emu, &ty).await, "ENABLED");
+    assert_eq!(schedule_state(&emu, &schedule).await, "ENABLED");
     assert!(notifications(&emu, &queue).await.is_empty());
 
     let third = failed_bake_told_to_the_guard(&emu, &format!("{ty}-s3"), &scheduled).await;
@@ -549,7 +565,7 @@ async fn a_schedule_whose_bakes_fail_three_times_in_a_row_is_disabled_and_told_u
         json!([format!("{ty}-s3"), format!("{ty}-s2"), format!("{ty}-s1")]),
         "{third}"
     );
-    assert_eq!(schedule_state(&emu, &ty).await, "DISABLED");
+    assert_eq!(schedule_state(&emu, &schedule).await, "DISABLED");
     let told = notifications(&emu, &queue).await;
     assert_eq!(told.len(), 1, "{told:?}");
     let subject = told[0]["Subject"].as_str().unwrap_or_default();
@@ -587,7 +603,7 @@ async fn a_schedule_whose_bakes_fail_three_times_in_a_row_is_disabled_and_told_u
     );
     assert_eq!(planned["changed"], true, "{planned}");
     assert_eq!(
-        schedule_state(&emu, &ty).await,
+        schedule_state(&emu, &schedule).await,
         "DISABLED",
         "a dry run changes nothing"
     );
@@ -598,7 +614,7 @@ async fn a_schedule_whose_bakes_fail_three_times_in_a_row_is_disabled_and_told_u
         .stderr(predicate::str::contains("pass --yes"));
     let enabled = json_of(&["schedule", "enable", &ty, "--yes", "--output", "json"], 0);
     assert_eq!(enabled["enabledAfter"], true, "{enabled}");
-    assert_eq!(schedule_state(&emu, &ty).await, "ENABLED");
+    assert_eq!(schedule_state(&emu, &schedule).await, "ENABLED");
     let row = json_of(&["schedule", "list", "--output", "json"], 0)
         .as_array()
         .and_then(|rows| rows.iter().find(|r| r["type"] == ty.as_str()).cloned())
@@ -618,5 +634,5 @@ async fn a_schedule_whose_bakes_fail_three_times_in_a_row_is_disabled_and_told_u
         json!([format!("{ty}-s5")]),
         "{after}"
     );
-    assert_eq!(schedule_state(&emu, &ty).await, "ENABLED");
+    assert_eq!(schedule_state(&emu, &schedule).await, "ENABLED");
 }

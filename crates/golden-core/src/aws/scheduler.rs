@@ -61,9 +61,15 @@ impl Schedules for AwsScheduler {
         let Some(out) = self.read(group, name).await? else {
             return Ok(None);
         };
+        let image_type = out
+            .target()
+            .and_then(|t| t.input())
+            .and_then(|i| serde_json::from_str::<serde_json::Value>(i).ok())
+            .and_then(|v| v.get("type")?.as_str().map(str::to_owned));
         Ok(Some(BakeSchedule {
             group: group.to_owned(),
             name: name.to_owned(),
+            image_type,
             enabled: out.state() == Some(&ScheduleState::Enabled),
             expression: out.schedule_expression().unwrap_or_default().to_owned(),
             last_modified: out

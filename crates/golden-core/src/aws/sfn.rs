@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 use super::{to_chrono, RegionalClients};
 use crate::error::{unless_not_found, AwsError, Error, Result};
-use crate::ports::{ExecutionSummary, Executions};
+use crate::ports::{ExecutionDetails, ExecutionSummary, Executions};
 
 /// [`Executions`] on `aws-sdk-sfn`; the region comes from each execution's ARN.
 pub struct AwsSfn {
@@ -104,9 +104,14 @@ impl Executions for AwsSfn {
         Ok(out)
     }
 
-    async fn input(&self, execution_arn: &str) -> Result<Option<String>> {
+    async fn details(&self, execution_arn: &str) -> Result<Option<ExecutionDetails>> {
         let out = self.describe(execution_arn).await?;
-        Ok(out.map(|o| o.input().unwrap_or("{}").to_owned()))
+        Ok(out.map(|o| ExecutionDetails {
+            input: o.input().unwrap_or("{}").to_owned(),
+            start: to_chrono(o.start_date()).unwrap_or_default(),
+            status: o.status().as_str().to_owned(),
+            error: o.error().map(str::to_owned),
+        }))
     }
 }
 

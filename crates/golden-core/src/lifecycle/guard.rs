@@ -11,7 +11,6 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::bake::launch::BakeTrigger;
@@ -157,34 +156,69 @@ pub fn scheduled_type(input: &str) -> Option<String> {
     value.get("type")?.as_str().map(str::to_owned)
 }
 
-/// An execution of the bake state machine with the type its schedule baked (None: started by hand).
+/// An execution of the bake state machine with the type its schedule baked (None: started by hand) and
+/// the error it failed with.
 #[derive(Debug, Clone)]
 pub struct Run {
     pub execution: ExecutionSummary,
     pub scheduled_type: Option<String>,
+    pub error: Option<String>,
 }
 
-/// The scheduled bakes of `image_type` that failed in a row, newest first: those before the newest one that
-/// succeeded. `runs` are newest first; running ones and other types' or manual bakes are passed over.
-/// Stops at `limit` (0: no limit).
-pub fn failed_in_a_row<'a>(runs: &'a [Run], image_type: &str, limit: usize) -> Vec<&'a Run> {
-    let mut failed = Vec::new();
-    for run in runs {
-        if run.scheduled_type.as_deref() != Some(image_type) {
-            continue;
-        }
-        match run.execution.status.as_str() {
-            "SUCCEEDED" => break,
-            s if FAILED.contains(&s) => {
-                failed.push(run);
-                if limit > 0 && failed.len() >= limit {
-                    break;
-                }
-            }
-            _ => {} // RUNNING, PENDING_REDRIVE: not over yet
+/// What one run says of a type's streak of failed scheduled bakes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// A scheduled bake of the type that FAILED or TIMED_OUT.
+    Counts,
+    /// A scheduled bake of the type that SUCCEEDED: the streak ends.
+    Ends,
+    /// Anything else: another type's or a manual bake, one still running, one a person aborted, one that
+    /// only found another bake of the type running (`BakeAlreadyRunning`: not a failing recipe).
+    PassedOver,
+}
+
+pub fn verdict(run: &Run, image_type: &str) -> Verdict {
+    if run.scheduled_type.as_deref() != Some(image_type) {
+        return Verdict::PassedOver;
+    }
+    match run.execution.status.as_str() {
+        "SUCCEEDED" => Verdict::Ends,
+        "FAILED" | "TIMED_OUT" if run.error.as_deref() != Some(LOCKED_OUT) => Verdict::Counts,
+        _ => Verdict::PassedOver,
+    }
+}
+
+/// The error of a bake that found another bake of its type running: it says nothing of the recipe.
+const LOCKED_OUT: &str = "BakeAlreadyRunning";
+
+/// A type's streak of failed scheduled bakes, fed the runs newest first (see [`verdict`]).
+pub struct Streak<'a> {
+    image_type: &'a str,
+    /// At most this many (0: no limit).
+    limit: usize,
+    pub failed: Vec<Run>,
+}
+
+impl<'a> Streak<'a> {
+    pub fn new(image_type: &'a str, limit: usize) -> Self {
+        Self {
+            image_type,
+            limit,
+            failed: Vec::new(),
         }
     }
-    failed
+
+    /// Takes the next older run; false once the streak is decided (a success, or `limit` failures).
+    pub fn take(&mut self, run: Run) -> bool {
+        match verdict(&run, self.image_type) {
+            Verdict::Ends => false,
+            Verdict::Counts => {
+                self.failed.push(run);
+                self.limit == 0 || self.failed.len() < self.limit
+            }
+            Verdict::PassedOver => true,
+        }
+    }
 }
 
 struct Deployment<'a> {
@@ -227,66 +261,100 @@ pub async fn handle(
         GuardRequest::Manual {
             image_type,
             dry_run,
-        } => evaluate(services, ports, &d, &image_type, !dry_run).await,
+        } => evaluate(services, ports, &d, &image_type, !dry_run, None).await,
         GuardRequest::Ended {
             execution_arn,
             status,
         } => {
-            if !FAILED.contains(&status.as_str()) {
-                return Ok(GuardReport::new(
-                    None,
-                    "ignored",
-                    format!("{execution_arn} ended {status}: only a failed bake counts"),
-                    d.limit,
+            let ignored = |why: String| Ok(GuardReport::new(None, "ignored", why, d.limit));
+            if status == "ABORTED" {
+                return ignored(format!(
+                    "{execution_arn} was aborted (by a person, or goldenctl abort): it does not count"
                 ));
             }
-            let Some(input) = services.executions.input(&execution_arn).await? else {
-                return Ok(GuardReport::new(
-                    None,
-                    "ignored",
-                    format!("{execution_arn} does not exist (not an execution of this account and region)"),
-                    d.limit,
+            if !FAILED.contains(&status.as_str()) {
+                return ignored(format!(
+                    "{execution_arn} ended {status}: only a failed bake counts"
+                ));
+            }
+            let Some(details) = services.executions.details(&execution_arn).await? else {
+                return ignored(format!(
+                    "{execution_arn} does not exist (not an execution of this account and region)"
                 ));
             };
-            match scheduled_type(&input) {
-                Some(ty) => evaluate(services, ports, &d, &ty, true).await,
-                None => Ok(GuardReport::new(
-                    None,
-                    "ignored",
-                    format!(
-                        "{execution_arn} was started by hand, not by a schedule: it does not count"
-                    ),
-                    d.limit,
-                )),
+            let Some(ty) = scheduled_type(&details.input) else {
+                return ignored(format!(
+                    "{execution_arn} was started by hand, not by a schedule: it does not count"
+                ));
+            };
+            // The event's own bake, as the event says it ended: ListExecutions is eventually consistent
+            // and may not list it, or list it RUNNING, right after it ended.
+            let known = Run {
+                execution: ExecutionSummary {
+                    name: execution_arn
+                        .rsplit(':')
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    arn: execution_arn,
+                    status,
+                    start: details.start,
+                },
+                scheduled_type: Some(ty.clone()),
+                error: details.error,
+            };
+            if verdict(&known, &ty) != Verdict::Counts {
+                return ignored(format!(
+                    "{} found another bake of {ty} running ({LOCKED_OUT}): it does not count",
+                    known.execution.arn
+                ));
             }
+            evaluate(services, ports, &d, &ty, true, Some(known)).await
         }
     }
 }
 
+/// The type's bake schedule in `group`: the one whose target input bakes `image_type`. (The template
+/// leaves the names to CloudFormation, so that a changed schedule can be replaced.)
+pub async fn find_schedule(
+    schedules: &dyn Schedules,
+    group: &str,
+    image_type: &str,
+) -> Result<Option<BakeSchedule>> {
+    for name in schedules.names(group).await? {
+        if let Some(schedule) = schedules.get(group, &name).await? {
+            if schedule.image_type.as_deref() == Some(image_type) {
+                return Ok(Some(schedule));
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// Counts the type's scheduled bakes that failed in a row since its schedule last changed and, at the
-/// limit and if `act`, disables the schedule and notifies.
+/// limit and if `act`, notifies and disables the schedule. `known` is the bake whose end woke the guard.
 async fn evaluate(
     services: &Services,
     ports: &GuardPorts,
     d: &Deployment<'_>,
     image_type: &str,
     act: bool,
+    known: Option<Run>,
 ) -> Result<GuardReport> {
     let ty = Some(image_type);
-    let Some(schedule) = ports.schedules.get(d.group, image_type).await? else {
+    let Some(schedule) = find_schedule(ports.schedules.as_ref(), d.group, image_type).await? else {
         return Ok(GuardReport::new(
             ty,
             "no-schedule",
             format!(
-                "schedule group {} has no schedule {image_type}: the type is not in the stack's Types",
+                "schedule group {} has no schedule that bakes {image_type}: the type is not in the stack's Types",
                 d.group
             ),
             d.limit,
         ));
     };
-    let runs = runs_since(services, d.state_machine_arn, schedule.last_modified).await?;
     let limit = usize::try_from(d.limit).unwrap_or(usize::MAX);
-    let failed = failed_in_a_row(&runs, image_type, limit);
+    let failed = streak(services, d, &schedule, image_type, limit, known).await?;
     let mut report = GuardReport::new(ty, "counting", String::new(), d.limit);
     report.schedule = Some(format!("{}/{}", schedule.group, schedule.name));
     report.failed_in_a_row = failed.iter().map(|r| r.execution.name.clone()).collect();
@@ -324,15 +392,9 @@ async fn evaluate(
                 .into(),
         )
     })?;
-    ports
-        .schedules
-        .set_enabled(d.group, image_type, false)
-        .await?;
-    tracing::warn!(
-        r#type = image_type,
-        failed = count,
-        "disabled the type's bake schedule"
-    );
+    // The notice first: a notice that fails leaves the schedule on and fails the run, and the retry
+    // (counting the same bakes) tries both again. Disabling first would let the retry find it disabled
+    // (counted afresh since) and tell nobody why the bakes stopped.
     let (subject, message) = notice(services, &schedule, &failed);
     ports
         .notifier
@@ -340,52 +402,82 @@ async fn evaluate(
         .await
         .map_err(|e| Error::ItemsFailed {
             what: format!(
-                "disabled schedule {}/{} after {count} failed scheduled bakes",
+                "{count} scheduled bakes of {image_type} failed in a row, but schedule {}/{} was left \
+                 enabled: the notice could not be sent",
                 schedule.group, schedule.name
             ),
             failed: vec![format!("notify {topic_arn}: {e}")],
         })?;
+    ports
+        .schedules
+        .set_enabled(&schedule.group, &schedule.name, false)
+        .await?;
+    tracing::warn!(
+        r#type = image_type,
+        failed = count,
+        "disabled the type's bake schedule"
+    );
     report.outcome = "disabled".into();
     report.reason = format!(
-        "{count} scheduled bakes failed in a row: the schedule is disabled and {topic_arn} told"
+        "{count} scheduled bakes failed in a row: {topic_arn} told, and the schedule is disabled"
     );
     Ok(report)
 }
 
-/// The executions started since `since`, newest first, each with the type its schedule baked.
-async fn runs_since(
+/// The type's scheduled bakes that failed in a row since its schedule last changed, newest first. Walks
+/// the executions newest first and reads each one's input (DescribeExecution) only until the streak is
+/// decided: the type's newest success, or `limit` failures.
+async fn streak(
     services: &Services,
-    state_machine_arn: &str,
-    since: DateTime<Utc>,
+    d: &Deployment<'_>,
+    schedule: &BakeSchedule,
+    image_type: &str,
+    limit: usize,
+    known: Option<Run>,
 ) -> Result<Vec<Run>> {
-    let executions = services
+    let since = schedule.last_modified;
+    let mut executions = services
         .executions
-        .started_since(state_machine_arn, since, SCAN_LIMIT)
+        .started_since(d.state_machine_arn, since, SCAN_LIMIT)
         .await?;
-    let mut runs = Vec::with_capacity(executions.len());
-    for execution in executions {
-        // A running bake's input is not needed: it is passed over whatever it is.
-        let scheduled_type = if execution.status == "RUNNING" {
-            None
-        } else {
-            services
-                .executions
-                .input(&execution.arn)
-                .await?
-                .as_deref()
-                .and_then(scheduled_type)
-        };
-        runs.push(Run {
-            execution,
-            scheduled_type,
-        });
+    if let Some(k) = known.as_ref().filter(|k| k.execution.start >= since) {
+        match executions.iter_mut().find(|e| e.arn == k.execution.arn) {
+            Some(listed) => listed.status = k.execution.status.clone(),
+            None => {
+                executions.push(k.execution.clone());
+                executions.sort_by_key(|e| std::cmp::Reverse(e.start));
+            }
+        }
     }
-    Ok(runs)
+    let mut counted = Streak::new(image_type, limit);
+    for execution in executions {
+        if !matches!(
+            execution.status.as_str(),
+            "SUCCEEDED" | "FAILED" | "TIMED_OUT"
+        ) {
+            continue; // running, aborted: passed over whatever they are, so their input is not read
+        }
+        let run = match known.as_ref().filter(|k| k.execution.arn == execution.arn) {
+            Some(k) => k.clone(),
+            None => {
+                let details = services.executions.details(&execution.arn).await?;
+                Run {
+                    scheduled_type: details.as_ref().and_then(|x| scheduled_type(&x.input)),
+                    error: details.and_then(|x| x.error),
+                    execution,
+                }
+            }
+        };
+        if !counted.take(run) {
+            break;
+        }
+    }
+    Ok(counted.failed)
 }
 
 /// The notification of a disabled schedule: subject and message.
-fn notice(services: &Services, schedule: &BakeSchedule, failed: &[&Run]) -> (String, String) {
-    let ty = &schedule.name;
+fn notice(services: &Services, schedule: &BakeSchedule, failed: &[Run]) -> (String, String) {
+    let ty = schedule.image_type.as_deref().unwrap_or(&schedule.name);
     let stack = services
         .config
         .stack_name
@@ -396,7 +488,7 @@ fn notice(services: &Services, schedule: &BakeSchedule, failed: &[&Run]) -> (Str
         failed.len()
     );
     let mut message = format!(
-        "The last {} scheduled bakes of {ty} failed, so its schedule {}/{} ({}) is now DISABLED: nothing is \
+        "The last {} scheduled bakes of {ty} failed, so its schedule {}/{} ({}) is being DISABLED: nothing is \
          baked for {ty} on a schedule until it is enabled again. The type's current AMI stays published.\n\n\
          Failed bakes, newest first (each one's error and cause were sent to this topic when it ended; \
          `goldenctl executions {ty}` lists them):\n",
@@ -432,14 +524,26 @@ mod tests {
                 arn: format!("arn:aws:states:us-east-1:123456789012:execution:bake:{name}"),
                 name: name.into(),
                 status: status.into(),
-                start: DateTime::<Utc>::default(),
+                start: chrono::DateTime::<chrono::Utc>::default(),
             },
             scheduled_type: ty.map(str::to_owned),
+            error: None,
         }
     }
 
-    fn names(runs: Vec<&Run>) -> Vec<&str> {
-        runs.iter().map(|r| r.execution.name.as_str()).collect()
+    /// The streak of `runs` (newest first), as execution names.
+    fn streak_of(runs: &[Run], ty: &str, limit: usize) -> Vec<String> {
+        let mut streak = Streak::new(ty, limit);
+        for run in runs {
+            if !streak.take(run.clone()) {
+                break;
+            }
+        }
+        streak
+            .failed
+            .into_iter()
+            .map(|r| r.execution.name)
+            .collect()
     }
 
     #[test]
@@ -452,18 +556,24 @@ mod tests {
             run("other", "FAILED", Some("tst")),
             run("f2", "TIMED_OUT", t),
             run("other-ok", "SUCCEEDED", Some("tst")),
-            run("f3", "ABORTED", t),
+            run("aborted", "ABORTED", t),
+            Run {
+                error: Some(LOCKED_OUT.into()),
+                ..run("locked-out", "FAILED", t)
+            },
+            run("f3", "FAILED", t),
             run("ok", "SUCCEEDED", t),
             run("f4", "FAILED", t),
         ];
-        assert_eq!(names(failed_in_a_row(&runs, "bld", 0)), ["f1", "f2", "f3"]);
-        assert_eq!(names(failed_in_a_row(&runs, "bld", 2)), ["f1", "f2"]);
+        // Aborted by a person, or locked out by another bake of the type: neither says the recipe fails.
+        assert_eq!(streak_of(&runs, "bld", 0), ["f1", "f2", "f3"]);
+        assert_eq!(streak_of(&runs, "bld", 2), ["f1", "f2"]);
         assert_eq!(
-            names(failed_in_a_row(&runs, "tst", 0)),
+            streak_of(&runs, "tst", 0),
             ["other"],
             "back to tst's success"
         );
-        assert!(failed_in_a_row(&runs, "b-2008", 0).is_empty());
+        assert!(streak_of(&runs, "b-2008", 0).is_empty());
     }
 
     #[test]
