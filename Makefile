@@ -47,7 +47,7 @@ bench: tools
 demo:
 	scripts/emulator run -- scripts/demo
 
-# One cargo run builds all twelve functions, so the SDK is compiled once for all of them (`sam build` runs one
+# One cargo run builds all thirteen functions, so the SDK is compiled once for all of them (`sam build` runs one
 # cargo per function). goldenctl is the operator's binary, not a Lambda: excluded. cargo-lambda
 # cross-compiles with the zig of .venv/ (its PyPI package brings it).
 ARM64 := aarch64-unknown-linux-gnu

@@ -290,7 +290,8 @@ pub struct ExecutionDetails {
 pub struct BakeSchedule {
     pub group: String,
     pub name: String,
-    /// The type its target input bakes (`{"type": ...}`); None for a schedule of something else.
+    /// The type its target input bakes as a scheduled bake (`{"type": ..., "trigger": "schedule"}`); None
+    /// for a schedule of something else.
     pub image_type: Option<String>,
     pub enabled: bool,
     /// `cron(...)`, `rate(...)` or `at(...)`.

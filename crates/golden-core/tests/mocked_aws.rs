@@ -1440,6 +1440,14 @@ fn guard_fixture(
 
 /// The group's one schedule (named as CloudFormation names it), which bakes bld-linux64.
 fn bake_schedule(state: aws_sdk_scheduler::types::ScheduleState) -> (Rule, Rule) {
+    bake_schedule_changed_at(state, 1_795_569_000)
+}
+
+/// [`bake_schedule`], last changed at `changed` (epoch seconds; the bakes start at 1_795_569_360 on).
+fn bake_schedule_changed_at(
+    state: aws_sdk_scheduler::types::ScheduleState,
+    changed: i64,
+) -> (Rule, Rule) {
     use aws_sdk_scheduler::operation::get_schedule::GetScheduleOutput;
     use aws_sdk_scheduler::operation::list_schedules::ListSchedulesOutput;
     use aws_sdk_scheduler::types::{
@@ -1493,7 +1501,7 @@ fn bake_schedule(state: aws_sdk_scheduler::types::ScheduleState) -> (Rule, Rule)
                         .expect("target"),
                 )
                 .state(state.clone())
-                .last_modification_date(aws_smithy_types::DateTime::from_secs(1_795_569_000))
+                .last_modification_date(aws_smithy_types::DateTime::from_secs(changed))
                 .build()
         });
     (list, get)
@@ -1536,6 +1544,7 @@ fn third_failure() -> golden_core::lifecycle::guard::GuardRequest {
     golden_core::lifecycle::guard::GuardRequest::Ended {
         execution_arn: format!("{EXEC}-3"),
         status: "FAILED".into(),
+        error: Some("CommandFailed".into()),
     }
 }
 
@@ -1663,4 +1672,41 @@ async fn the_failure_that_woke_the_guard_counts_even_before_list_executions_show
     assert_eq!(report.outcome, "disabled", "{report:?}");
     assert_eq!(report.failed_in_a_row.len(), 3, "{report:?}");
     assert_eq!(update.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn bakes_started_before_the_schedule_last_changed_do_not_count() {
+    use aws_sdk_scheduler::types::ScheduleState;
+    // The schedule was enabled again after all three failed bakes started (they start at +1..+3 min).
+    let (list, get) = bake_schedule_changed_at(ScheduleState::Enabled, 1_795_569_300 + 10 * 60);
+    // No UpdateSchedule or Publish rule: acting would fail the test.
+    let (services, ports) = guard_fixture(None, &[3, 2, 1], &[], &[&list, &get]);
+    let report = golden_core::lifecycle::guard::handle(&services, &ports, third_failure())
+        .await
+        .expect("report");
+    assert_eq!(report.outcome, "counting", "{report:?}");
+    assert!(report.failed_in_a_row.is_empty(), "{report:?}");
+}
+
+#[tokio::test]
+async fn an_execution_of_another_state_machine_is_ignored() {
+    use aws_sdk_scheduler::types::ScheduleState;
+    let (list, get) = bake_schedule(ScheduleState::Enabled);
+    let (services, ports) = guard_fixture(None, &[3, 2, 1], &[], &[&list, &get]);
+    let other = golden_core::lifecycle::guard::GuardRequest::Ended {
+        execution_arn: "arn:aws:states:us-east-1:123456789012:execution:other-machine:x".into(),
+        status: "FAILED".into(),
+        error: None,
+    };
+    let report = golden_core::lifecycle::guard::handle(&services, &ports, other)
+        .await
+        .expect("report");
+    assert_eq!(report.outcome, "ignored", "{report:?}");
+    assert!(
+        report
+            .reason
+            .contains("not an execution of the bake state machine"),
+        "{report:?}"
+    );
+    assert_eq!(get.num_calls(), 0, "nothing looked up for it");
 }

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{bail, Context};
 use golden_core::aws::{AwsScheduler, AwsSns};
-use golden_core::lifecycle::guard::{self, find_schedule, GuardPorts, GuardRequest};
+use golden_core::lifecycle::guard::{self, find_schedules, GuardPorts, GuardRequest};
 use golden_core::ports::BakeSchedule;
 use serde::Serialize;
 
@@ -191,18 +191,29 @@ pub async fn set(
         );
     }
     let ports = ports(d);
-    let schedule = find_schedule(ports.schedules.as_ref(), group, image_type)
-        .await?
-        .ok_or_else(|| {
-            anyhow!(
-                "schedule group {group} has no schedule that bakes {image_type}: `goldenctl schedule list` \
-                 shows the stack's; a type gets one when it is in the stack's Types parameter"
+    // One schedule, normally; two while a changed expression is being replaced: both are set.
+    let found = find_schedules(ports.schedules.as_ref(), group, image_type)
+        .await
+        .with_context(|| {
+            format!(
+                "could not read the schedules of group {group}; it needs scheduler:ListSchedules and \
+                 scheduler:GetSchedule"
             )
         })?;
-    let name = schedule.name.clone();
-    let before = row(d, &ports, schedule, image_type).await?;
+    let Some(newest) = found.first().cloned() else {
+        bail!(
+            "schedule group {group} has no schedule that bakes {image_type}: `goldenctl schedule list` shows \
+             the stack's; a type gets one when it is in the stack's Types parameter"
+        );
+    };
+    let name = found
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let before = row(d, &ports, newest, image_type).await?;
     let action = if enable { "enable" } else { "disable" };
-    let changed = before.enabled != enable;
+    let changed = found.iter().any(|s| s.enabled != enable);
     let mut report = ChangeReport {
         action: action.into(),
         dry_run: act.dry_run,
@@ -218,16 +229,20 @@ pub async fn set(
         }
         return Ok(EXIT_OK);
     }
-    ports
-        .schedules
-        .set_enabled(group, &name, enable)
-        .await
-        .with_context(|| {
-            format!(
-                "could not {action} {group}/{name}; it needs scheduler:GetSchedule and scheduler:UpdateSchedule \
-                 on it and iam:PassRole on the role its target names (the stack's SchedulerRole)"
-            )
-        })?;
+    for s in found.iter().filter(|s| s.enabled != enable) {
+        ports
+            .schedules
+            .set_enabled(group, &s.name, enable)
+            .await
+            .with_context(|| {
+                format!(
+                    "could not {action} {group}/{}; it needs scheduler:GetSchedule and \
+                     scheduler:UpdateSchedule on it and iam:PassRole on the role its target names (the \
+                     stack's SchedulerRole)",
+                    s.name
+                )
+            })?;
+    }
     report.dry_run = false;
     match format {
         Format::Json => print(format, &report, render_change),

@@ -437,7 +437,8 @@ async fn schedule_and_topic_queue(emu: &Emulator, ty: &str) -> (String, String, 
     assert_eq!(input["trigger"], "schedule", "{input}");
     input["type"] = json!(ty);
     target.input = Some(input.to_string());
-    let name = format!("golden-ami-local-Bake-{}", ty.replace('-', ""));
+    // After the seeded ones in name order: the guard must find it by its input, not take the first.
+    let name = format!("golden-ami-local-Bakezz{}", ty.replace('-', ""));
     scheduler
         .create_schedule()
         .group_name(&group)
@@ -560,6 +561,14 @@ async fn a_schedule_whose_bakes_fail_three_times_in_a_row_is_disabled_and_told_u
 
     let third = failed_bake_told_to_the_guard(&emu, &format!("{ty}-s3"), &scheduled).await;
     assert_eq!(third["outcome"], "disabled", "{third}");
+    assert_eq!(
+        third["schedule"],
+        json!(format!(
+            "{}/{schedule}",
+            std::env::var("GOLDEN_SCHEDULE_GROUP").expect("group")
+        )),
+        "{third}"
+    );
     assert_eq!(
         third["failedInARow"],
         json!([format!("{ty}-s3"), format!("{ty}-s2"), format!("{ty}-s1")]),

@@ -61,11 +61,11 @@ impl Schedules for AwsScheduler {
         let Some(out) = self.read(group, name).await? else {
             return Ok(None);
         };
+        // The same reading of an input as the guard's of a bake's.
         let image_type = out
             .target()
             .and_then(|t| t.input())
-            .and_then(|i| serde_json::from_str::<serde_json::Value>(i).ok())
-            .and_then(|v| v.get("type")?.as_str().map(str::to_owned));
+            .and_then(crate::lifecycle::guard::scheduled_type);
         Ok(Some(BakeSchedule {
             group: group.to_owned(),
             name: name.to_owned(),

@@ -42,6 +42,8 @@ pub enum GuardRequest {
     Ended {
         execution_arn: String,
         status: String,
+        /// The event's `detail.error`: the stage error the bake failed with.
+        error: Option<String>,
     },
     /// By hand: `{"type": T}` (or with `"dryRun": true`) reports the count; `"dryRun": false` also
     /// disables the schedule if the count is at the limit.
@@ -53,6 +55,8 @@ pub enum GuardRequest {
 struct EndedDetail {
     execution_arn: String,
     status: String,
+    #[serde(default)]
+    error: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -104,6 +108,7 @@ impl TryFrom<serde_json::Value> for GuardRequest {
         Ok(GuardRequest::Ended {
             execution_arn: d.execution_arn,
             status: d.status,
+            error: d.error,
         })
     }
 }
@@ -265,8 +270,15 @@ pub async fn handle(
         GuardRequest::Ended {
             execution_arn,
             status,
+            error,
         } => {
             let ignored = |why: String| Ok(GuardReport::new(None, "ignored", why, d.limit));
+            if machine_of_execution(&execution_arn) != machine_name(d.state_machine_arn) {
+                return ignored(format!(
+                    "{execution_arn} is not an execution of the bake state machine {}",
+                    d.state_machine_arn
+                ));
+            }
             if status == "ABORTED" {
                 return ignored(format!(
                     "{execution_arn} was aborted (by a person, or goldenctl abort): it does not count"
@@ -301,7 +313,8 @@ pub async fn handle(
                     start: details.start,
                 },
                 scheduled_type: Some(ty.clone()),
-                error: details.error,
+                // The event's own error first: DescribeExecution is eventually consistent too.
+                error: error.or(details.error),
             };
             if verdict(&known, &ty) != Verdict::Counts {
                 return ignored(format!(
@@ -314,21 +327,35 @@ pub async fn handle(
     }
 }
 
-/// The type's bake schedule in `group`: the one whose target input bakes `image_type`. (The template
-/// leaves the names to CloudFormation, so that a changed schedule can be replaced.)
-pub async fn find_schedule(
+/// `arn:aws:states:REGION:ACCOUNT:execution:MACHINE:NAME` -> MACHINE.
+fn machine_of_execution(arn: &str) -> Option<&str> {
+    arn.split(':').nth(6)
+}
+
+/// `arn:aws:states:REGION:ACCOUNT:stateMachine:MACHINE` -> MACHINE.
+fn machine_name(arn: &str) -> Option<&str> {
+    arn.split(':').nth(6)
+}
+
+/// The type's bake schedules in `group`: those whose target input bakes `image_type` (see
+/// [`scheduled_type`]), newest change first. One, normally; two while a changed schedule expression is
+/// being replaced (or when a type is listed twice in the stack's Types). The template leaves the names to
+/// CloudFormation, so that a changed schedule can be replaced.
+pub async fn find_schedules(
     schedules: &dyn Schedules,
     group: &str,
     image_type: &str,
-) -> Result<Option<BakeSchedule>> {
+) -> Result<Vec<BakeSchedule>> {
+    let mut found = Vec::new();
     for name in schedules.names(group).await? {
         if let Some(schedule) = schedules.get(group, &name).await? {
             if schedule.image_type.as_deref() == Some(image_type) {
-                return Ok(Some(schedule));
+                found.push(schedule);
             }
         }
     }
-    Ok(None)
+    found.sort_by_key(|s| std::cmp::Reverse(s.last_modified));
+    Ok(found)
 }
 
 /// Counts the type's scheduled bakes that failed in a row since its schedule last changed and, at the
@@ -342,7 +369,9 @@ async fn evaluate(
     known: Option<Run>,
 ) -> Result<GuardReport> {
     let ty = Some(image_type);
-    let Some(schedule) = find_schedule(ports.schedules.as_ref(), d.group, image_type).await? else {
+    let found = find_schedules(ports.schedules.as_ref(), d.group, image_type).await?;
+    // The newest change starts the count; every one of them is disabled.
+    let Some(schedule) = found.first().cloned() else {
         return Ok(GuardReport::new(
             ty,
             "no-schedule",
@@ -356,10 +385,16 @@ async fn evaluate(
     let limit = usize::try_from(d.limit).unwrap_or(usize::MAX);
     let failed = streak(services, d, &schedule, image_type, limit, known).await?;
     let mut report = GuardReport::new(ty, "counting", String::new(), d.limit);
-    report.schedule = Some(format!("{}/{}", schedule.group, schedule.name));
+    report.schedule = Some(
+        found
+            .iter()
+            .map(|s| format!("{}/{}", s.group, s.name))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
     report.failed_in_a_row = failed.iter().map(|r| r.execution.name.clone()).collect();
     let count = failed.len();
-    if !schedule.enabled {
+    if !found.iter().any(|s| s.enabled) {
         report.outcome = "already-disabled".into();
         report.reason = format!(
             "the schedule is disabled; {count} scheduled bake(s) failed in a row since it last changed"
@@ -408,10 +443,19 @@ async fn evaluate(
             ),
             failed: vec![format!("notify {topic_arn}: {e}")],
         })?;
-    ports
-        .schedules
-        .set_enabled(&schedule.group, &schedule.name, false)
-        .await?;
+    for s in found.iter().filter(|s| s.enabled) {
+        ports
+            .schedules
+            .set_enabled(&s.group, &s.name, false)
+            .await
+            .map_err(|e| Error::ItemsFailed {
+                what: format!(
+                    "{count} scheduled bakes of {image_type} failed in a row and {topic_arn} was told, but \
+                     the schedule is still enabled (a retry, or the next failure, tells and tries again)"
+                ),
+                failed: vec![format!("disable {}/{}: {e}", s.group, s.name)],
+            })?;
+    }
     tracing::warn!(
         r#type = image_type,
         failed = count,
@@ -606,7 +650,8 @@ mod tests {
             GuardRequest::try_from(event("FAILED")).expect("event"),
             GuardRequest::Ended {
                 execution_arn: "arn:aws:states:us-east-1:123456789012:execution:bake:x".into(),
-                status: "FAILED".into()
+                status: "FAILED".into(),
+                error: None,
             }
         );
         assert_eq!(
