@@ -270,7 +270,7 @@ pub trait Executions: Send + Sync {
         since: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<ExecutionSummary>>;
-    /// An execution's input, start, status and error; None if there is no such execution.
+    /// An execution's input, start and error; None if there is no such execution.
     async fn details(&self, execution_arn: &str) -> Result<Option<ExecutionDetails>>;
 }
 
@@ -280,7 +280,6 @@ pub struct ExecutionDetails {
     /// The execution input (JSON text).
     pub input: String,
     pub start: DateTime<Utc>,
-    pub status: String,
     /// The error name it failed with (the stage's, e.g. `CommandFailed`, `BakeAlreadyRunning`).
     pub error: Option<String>,
 }

@@ -109,7 +109,6 @@ impl Executions for AwsSfn {
         Ok(out.map(|o| ExecutionDetails {
             input: o.input().unwrap_or("{}").to_owned(),
             start: to_chrono(o.start_date()).unwrap_or_default(),
-            status: o.status().as_str().to_owned(),
             error: o.error().map(str::to_owned),
         }))
     }

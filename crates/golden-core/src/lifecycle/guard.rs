@@ -273,7 +273,7 @@ pub async fn handle(
             error,
         } => {
             let ignored = |why: String| Ok(GuardReport::new(None, "ignored", why, d.limit));
-            if machine_of_execution(&execution_arn) != machine_name(d.state_machine_arn) {
+            if machine_of(&execution_arn) != machine_of(d.state_machine_arn) {
                 return ignored(format!(
                     "{execution_arn} is not an execution of the bake state machine {}",
                     d.state_machine_arn
@@ -327,13 +327,9 @@ pub async fn handle(
     }
 }
 
-/// `arn:aws:states:REGION:ACCOUNT:execution:MACHINE:NAME` -> MACHINE.
-fn machine_of_execution(arn: &str) -> Option<&str> {
-    arn.split(':').nth(6)
-}
-
-/// `arn:aws:states:REGION:ACCOUNT:stateMachine:MACHINE` -> MACHINE.
-fn machine_name(arn: &str) -> Option<&str> {
+/// The state machine's name: the seventh field of both `arn:aws:states:REGION:ACCOUNT:stateMachine:MACHINE`
+/// and `arn:aws:states:REGION:ACCOUNT:execution:MACHINE:NAME`.
+fn machine_of(arn: &str) -> Option<&str> {
     arn.split(':').nth(6)
 }
 
