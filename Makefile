@@ -39,7 +39,7 @@ tools:
 	scripts/emulator tools
 
 # Figures, not tests: nothing here fails on a slow run. BENCH_ONLY=package,bake,idle,retention[-N],enforce[-N],
-# profile runs part of it
+# features,profile runs part of it
 # (the report is then made from what target/bench/ holds). See scripts/bench.py and BENCHMARKS.md.
 bench: tools
 	python3 scripts/bench.py all

@@ -3,7 +3,7 @@
 
     scripts/bench.py all                 every section, then BENCHMARKS.md (what `make bench` runs)
     scripts/bench.py section NAME [N]    one section, inside `GOLDEN_EMULATOR_PROFILE=release scripts/emulator
-                                         run` (but `profile`, which needs none); its figures go to
+                                         run` (but `features` and `profile`, which need none); its figures go to
                                          target/bench/NAME[-N].json
     scripts/bench.py report              BENCHMARKS.md from target/bench/*.json (no measuring)
 
@@ -15,6 +15,8 @@ Sections (BENCHMARKS.md says what each figure means and how it was taken):
     idle         the three scheduled sweeps (prune, reap, enforce) on an estate with nothing to do
     retention N  N golden images over 2 regions and 10 types; prune's plan beside aws-amicleaner's
     enforce N    N instances on golden images; enforce's sweep
+    features     one function's dependency tree with the SDK features as shipped and with the SDK's defaults
+                 (`cargo tree`, no build)
     profile      one function's arm64 zip with each release-profile setting put back to cargo's default,
                  one at a time (`all` runs it last; five full builds, about 75 minutes)
 Package sizes come from `make package` (target/lambda/*/bootstrap.zip), which `all` runs first.
@@ -29,6 +31,7 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import signal
 import ssl
@@ -801,11 +804,54 @@ def section_profile(shipped_zip: Path | None = None) -> None:
     write("profile", out)
 
 
+# What the SDK feature choice buys, counted in what it pulls in: PROFILE_FUNCTION's dependency tree for the
+# shipped target (normal and build dependencies, as `cargo tree` resolves them) with the workspace's SDK
+# features, and with the SDK crates' default features back on (the manifest's `default-features = false`
+# dropped, in a copy of the committed tree). No build: `cargo tree` only resolves (and may fetch the index).
+SDK_DEPENDENCY = re.compile(r"^(aws-config|aws-sdk-[a-z0-9]+) = \{.*default-features = false, ", re.M)
+
+
+def dependency_tree(root: Path) -> list[str]:
+    tree = subprocess.run(["cargo", "tree", "-p", PROFILE_FUNCTION, "--target", "aarch64-unknown-linux-gnu",
+                           "-e", "normal,build", "--prefix", "none", "-f", "{p}"],
+                          cwd=root, check=True, capture_output=True, text=True).stdout
+    # "name vX.Y.Z", then " (path)", " (proc-macro)" or " (*)" for a crate already shown.
+    return sorted({line.split(" (")[0] for line in tree.splitlines() if line.strip()})
+
+
+def section_features() -> None:
+    copy = OUT / "features"
+    shutil.rmtree(copy, ignore_errors=True)
+    copy.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", "HEAD"], cwd=REPO, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(copy)], input=archive, check=True)
+    manifest = copy / "Cargo.toml"
+    text, dropped = SDK_DEPENDENCY.subn(lambda m: m.group(0).replace("default-features = false, ", ""),
+                                        manifest.read_text())
+    if not dropped:
+        raise SystemExit("bench: features: no `aws-... = { ..., default-features = false, ... }` line in Cargo.toml's "
+                         "[workspace.dependencies]; update SDK_DEPENDENCY in scripts/bench.py to the manifest's form")
+    say(f"features: {PROFILE_FUNCTION}'s dependency tree as shipped, and with {dropped} SDK crates' default features")
+    shipped = dependency_tree(copy)
+    manifest.write_text(text)
+    defaults = dependency_tree(copy)
+    shutil.rmtree(copy, ignore_errors=True)
+    added = sorted(set(defaults) - set(shipped))
+    write("features", {"function": PROFILE_FUNCTION, "target": "aarch64-unknown-linux-gnu",
+                       "sdk_crates_changed": dropped, "shipped": len(shipped), "defaults": len(defaults),
+                       "added": added, "removed": sorted(set(shipped) - set(defaults))})
+
+
 def run_all() -> None:
+    only = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
+    known = {"package", "bake", "idle", "retention", "enforce", "features", "profile",
+             *(f"retention-{n}" for n in RETENTION_SIZES), *(f"enforce-{n}" for n in ENFORCE_SIZES)}
+    if only - known:
+        raise SystemExit(f"bench: BENCH_ONLY names no section {', '.join(sorted(only - known))}; "
+                         f"the sections: {', '.join(sorted(known))}")
     started = time.perf_counter()
     bench_tools()
     write("machine", machine())
-    only = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
 
     def wanted(name: str) -> bool:
         return not only or name in only
@@ -825,6 +871,8 @@ def run_all() -> None:
     for n in ENFORCE_SIZES:
         if wanted("enforce") or wanted(f"enforce-{n}"):
             emulated("enforce", str(n))
+    if wanted("features"):
+        section_features()
     if wanted("profile"):
         section_profile(REPO / "target" / "lambda" / PROFILE_FUNCTION / "bootstrap.zip" if wanted("package") else None)
     say(f"measured in {time.perf_counter() - started:.0f} s")
@@ -854,6 +902,8 @@ def main(argv: list[str]) -> int:
             section_retention(int(args[0]))
         elif name == "enforce":
             section_enforce(int(args[0]))
+        elif name == "features":  # needs no emulator
+            section_features()
         elif name == "profile":  # needs no emulator; ARGS: the as-shipped zip of a make package of this tree
             section_profile(Path(args[0]) if args else None)
         else:

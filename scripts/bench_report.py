@@ -193,6 +193,18 @@ def section_profile(pr: dict | None) -> str:
     return "\n".join(rows) + "\n"
 
 
+def section_features(f: dict | None) -> str:
+    if not f:
+        return missing("the dependency trees", "BENCH_ONLY=features make bench")
+    added = f["added"]
+    return (f"`{f['function']}`'s dependency tree for {f['target']} (normal and build dependencies, `cargo tree -p "
+            f"{f['function']} -e normal,build`, distinct crates): **{f['shipped']}** as shipped; **{f['defaults']}** "
+            f"with the default features of the {f['sdk_crates_changed']} SDK crates back on, {len(added)} more: "
+            + ", ".join(f"`{c}`" for c in added) + "."
+            + (" Dropped with the defaults: " + ", ".join(f"`{c}`" for c in f["removed"]) + "." if f["removed"] else "")
+            + "\n")
+
+
 def package_against_baseline(p: dict) -> str:
     before = baseline("package")
     if not before:
@@ -208,9 +220,12 @@ def package_against_baseline(p: dict) -> str:
         changes.append(change)
         rows.append(f"| {name} | {b['zip_bytes']} | {r['zip_bytes']} | {change * 100:+.1f}% |")
     if changes:
-        rows += ["", f"Every zip changed by {min(changes) * 100:+.1f}% to {max(changes) * 100:+.1f}%; before, "
+        newer = sorted(set(p["functions"]) - set(before["functions"]))
+        rows += ["", f"Each of the {len(changes)} zips the baseline has changed by {min(changes) * 100:+.1f}% to "
+                 f"{max(changes) * 100:+.1f}%; before, "
                  f"{sum(1 for r in before['functions'].values() if r['zip_bytes'] > 5_000_000)} of "
-                 f"{len(before['functions'])} were over 5,000,000 bytes."]
+                 f"{len(before['functions'])} were over 5,000,000 bytes."
+                 + (f" Newer than the baseline, so not compared: {', '.join(newer)}." if newer else "")]
     return "\n".join(rows) + "\n"
 
 
@@ -466,6 +481,7 @@ def main() -> None:
         "coldstart": section_coldstart(load("coldstart")),
         "package": section_package(load("package")),
         "profile": section_profile(load("profile")),
+        "features": section_features(load("features")),
         "bake": section_bake(load("bake"), load("idle")),
         "retention": section_retention(),
         "enforce": section_enforce(),
