@@ -25,8 +25,9 @@ BAKE_CALLS = {
     "ec2:RunInstances": (1, "LaunchBuilder: the builder"),
     "ec2:DescribeInstances": (1, "CheckBuilder: is the builder running (1). Above it: LaunchBuilder 1 (a builder an "
                               "earlier attempt of this execution launched is reused, never a second one); "
-                              "TerminateBuilder 1 per region of GOLDEN_REGIONS (builders tagged with this execution "
-                              "anywhere a partial failure may have left one) and 1 for the builder's own state"),
+                              "TerminateBuilder 2 per region the recipe builds or copies in (the builders, then the "
+                              "testers, tagged with this execution, wherever a partial failure may have left one: "
+                              "3 regions here) and 1 for the builder's own state (its tags may never have landed)"),
     "ec2:DescribeInstanceStatus": (1, "are the builder's status checks ok"),
     "ssm:DescribeInstanceInformation": (1, "CheckBuilder: is the SSM agent online"),
     "ssm:SendCommand": (2, "RunCommand: provision, then sanitize"),

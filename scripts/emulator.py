@@ -772,7 +772,8 @@ class Emulator:
                     last_note = time.monotonic()
                     compiled = log.read_text(errors="replace").count("Compiling ")
                     say(f"  still building ({int(last_note - started)} s, {compiled} crates compiled; "
-                        "a fresh build takes ~8 min on 2 cores, most of it aws-sdk-ec2)")
+                        f"a fresh {'release build takes ~35' if RELEASE else 'build takes ~8'} min on 2 cores, "
+                        "most of it aws-sdk-ec2)")
         if proc.returncode != 0:
             raise SetupError(f"cargo build failed:\n{tail(log, 60)}")
         say(f"  built {len(self.functions)} functions in {time.monotonic() - started:.0f} s")
