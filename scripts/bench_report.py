@@ -449,6 +449,21 @@ def section_retention() -> str:
                        + ", then ".join(f"{sl:+.2f} s per 1,000 more images from {n1} to {n2}"
                                         for sl, ((n1, _), (n2, _)) in zip(slopes, zip(owns, owns[1:])))
                        + " (a slope that does not rise as the estate grows is growth no faster than linear).")
+            calls = [(r["images"], r["prune"]["aws_calls"]) for r in runs]
+            call_slopes = [(c2 - c1) / ((n2 - n1) / 1000) for (n1, c1), (n2, c2) in zip(calls, calls[1:])]
+            per_call = [t / c * 1000 for (_, t), (_, c) in zip(owns, calls)]
+            out.append("Its calls: " + ", then ".join(f"{sl:+.1f} per 1,000 more images" for sl in call_slopes)
+                       + " (page-sized steps: a page boundary falls between some sizes and not others); its own "
+                       "time per call: " + ", ".join(f"{ms:.0f} ms at {n}" for ms, (n, _) in zip(per_call, owns))
+                       + ".")
+            if any(b > a for a, b in zip(slopes, slopes[1:])):
+                if all(b <= a * 1.05 for a, b in zip(per_call, per_call[1:])):
+                    out.append("The own-time slope rose, but so did the calls' (more pages between 2,000 and "
+                               "5,000), while the time per call did not: the own time follows the page-sized "
+                               "calls, whose number is linear in the images.")
+                else:
+                    out.append("**The own-time slope rose and so did the time per call**: on these single runs, "
+                               "faster than linear (or the machine's noise; each size ran once).")
     return "\n".join(out) + "\n"
 
 
