@@ -761,6 +761,9 @@ def packages() -> dict:
 # then with one setting at a time put back to cargo's default, each in a target directory of its own (a full
 # build of the SDK each: about 15 minutes here). Built with `-p`, so every variant, the shipped one too, has
 # the same features (a workspace build unifies goldenctl's in).
+# Each variant is a CARGO_PROFILE_RELEASE_* variable, which overrides Cargo.toml; it cannot undo what cargo
+# lambda passes as --config (which outranks the environment): panic = "abort" where Cargo.toml sets no panic.
+# A panic = "unwind" row would need `--config 'profile.release.panic="unwind"'` on its build instead.
 PROFILE_FUNCTION = "prune"
 PROFILE_VARIANTS = {
     "as shipped": {},
@@ -809,6 +812,7 @@ def section_profile(shipped_zip: Path | None = None) -> None:
 # features, and with the SDK crates' default features back on (the manifest's `default-features = false`
 # dropped, in a copy of the committed tree). No build: `cargo tree` only resolves (and may fetch the index).
 SDK_DEPENDENCY = re.compile(r"^(aws-config|aws-sdk-[a-z0-9]+) = \{.*default-features = false, ", re.M)
+SDK_KEY = re.compile(r"^(aws-config|aws-sdk-[a-z0-9]+)\s*=", re.M)
 
 
 def dependency_tree(root: Path) -> list[str]:
@@ -820,26 +824,44 @@ def dependency_tree(root: Path) -> list[str]:
 
 
 def section_features() -> None:
+    """Writes target/bench/features.json; a failure (cargo cannot reach the index for the defaults' crates,
+    a manifest this cannot rewrite) is written there as the reason, so the rest of `make bench` goes on."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=REPO).stdout.strip()
+    out: dict = {"function": PROFILE_FUNCTION, "target": "aarch64-unknown-linux-gnu", "commit": commit}
     copy = OUT / "features"
-    shutil.rmtree(copy, ignore_errors=True)
-    copy.mkdir(parents=True)
-    archive = subprocess.run(["git", "archive", "HEAD"], cwd=REPO, check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(copy)], input=archive, check=True)
-    manifest = copy / "Cargo.toml"
-    text, dropped = SDK_DEPENDENCY.subn(lambda m: m.group(0).replace("default-features = false, ", ""),
-                                        manifest.read_text())
-    if not dropped:
-        raise SystemExit("bench: features: no `aws-... = { ..., default-features = false, ... }` line in Cargo.toml's "
-                         "[workspace.dependencies]; update SDK_DEPENDENCY in scripts/bench.py to the manifest's form")
-    say(f"features: {PROFILE_FUNCTION}'s dependency tree as shipped, and with {dropped} SDK crates' default features")
-    shipped = dependency_tree(copy)
-    manifest.write_text(text)
-    defaults = dependency_tree(copy)
-    shutil.rmtree(copy, ignore_errors=True)
-    added = sorted(set(defaults) - set(shipped))
-    write("features", {"function": PROFILE_FUNCTION, "target": "aarch64-unknown-linux-gnu",
-                       "sdk_crates_changed": dropped, "shipped": len(shipped), "defaults": len(defaults),
-                       "added": added, "removed": sorted(set(shipped) - set(defaults))})
+    try:
+        shutil.rmtree(copy, ignore_errors=True)
+        copy.mkdir(parents=True)
+        archive = subprocess.run(["git", "archive", "HEAD"], cwd=REPO, check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(copy)], input=archive, check=True)
+        manifest = copy / "Cargo.toml"
+        original = manifest.read_text()
+        section = original.split("[workspace.dependencies]", 1)[-1].split("\n[", 1)[0]
+        every = sorted(set(SDK_KEY.findall(section)))
+        changed = sorted(set(SDK_DEPENDENCY.findall(original)))
+        if not changed or changed != every:
+            raise RuntimeError(f"Cargo.toml's [workspace.dependencies] has SDK crates {', '.join(every) or 'none'}, "
+                               f"of which {', '.join(changed) or 'none'} read `name = {{ ..., default-features = "
+                               "false, ... }`; update SDK_DEPENDENCY in scripts/bench.py to the manifest's form")
+        text = SDK_DEPENDENCY.sub(lambda m: m.group(0).replace("default-features = false, ", ""), original)
+        say(f"features: {PROFILE_FUNCTION}'s dependency tree as shipped, and with the default features of "
+            f"{', '.join(changed)}")
+        shipped = dependency_tree(copy)
+        manifest.write_text(text)
+        defaults = dependency_tree(copy)
+    except (subprocess.CalledProcessError, RuntimeError, OSError) as e:
+        detail = getattr(e, "stderr", None)
+        if isinstance(detail, bytes):
+            detail = detail.decode(errors="replace")
+        out["error"] = f"{e}" + (f": {detail.strip()[-600:]}" if detail else "")
+        say(f"features: not measured: {out['error']}")
+        write("features", out)
+        return
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+    write("features", dict(out, sdk_crates=changed, shipped=len(shipped), defaults=len(defaults),
+                           added=sorted(set(defaults) - set(shipped)), removed=sorted(set(shipped) - set(defaults))))
 
 
 def run_all() -> None:
@@ -860,6 +882,8 @@ def run_all() -> None:
         t0 = time.perf_counter()
         subprocess.run(["make", "--no-print-directory", "package"], check=True, cwd=REPO)
         write("package", {"seconds": time.perf_counter() - t0, "functions": packages()})
+    if wanted("features"):  # seconds, and no emulator: before the long sections
+        section_features()
     if wanted("bake"):
         emulated("bake")
     if wanted("idle"):
@@ -871,8 +895,6 @@ def run_all() -> None:
     for n in ENFORCE_SIZES:
         if wanted("enforce") or wanted(f"enforce-{n}"):
             emulated("enforce", str(n))
-    if wanted("features"):
-        section_features()
     if wanted("profile"):
         section_profile(REPO / "target" / "lambda" / PROFILE_FUNCTION / "bootstrap.zip" if wanted("package") else None)
     say(f"measured in {time.perf_counter() - started:.0f} s")

@@ -137,6 +137,9 @@ def section_coldstart(c: dict | None) -> str:
             rss_n = max(r["init_peak_rss_kb_max"], r.get("peak_rss_kb_after_first_invoke", 0)) / 1024
             lines.append(f"| {name} | {b['init_ms_median']:.1f} | {r['init_ms_median']:.1f} | {rss_b:.1f} | "
                          f"{rss_n:.1f} |")
+        newer = sorted(n for n, r in f.items() if "first_invoke_ms" in r and n not in before["functions"])
+        if newer:
+            lines += ["", f"Newer than the baseline, so not compared: {', '.join(newer)}."]
     events = sorted({(n, r["first_invoke_event"]) for n, r in f.items() if "first_invoke_event" in r})
     return ("\n".join(lines) + "\n\n" + "".join(f"- {v}\n" for v in verdicts) +
             f"\n{c['runs']} init runs of each, interleaved function by function with the Python peer. "
@@ -187,6 +190,17 @@ def section_profile(pr: dict | None) -> str:
             f"{r['zip_bytes'] - shipped} bytes ({(r['zip_bytes'] - shipped) / shipped * 100:.1f}%)"
         built = f"{r['build_seconds'] / 60:.0f} min" if "build_seconds" in r else r.get("from", "-")
         rows.append(f"| {label} | {r['zip_bytes']} | {saves} | {r['bootstrap_bytes']} | {built} |")
+    rows.append("")
+    for label, r in v.items():
+        if label == "as shipped":
+            continue
+        delta = r["zip_bytes"] - shipped
+        rows.append(f"- `{label}`: " + (
+            f"the zip changed by {delta:+} bytes, under 0.5%: the shipped setting buys no size here."
+            if abs(delta) < shipped * 0.005 else
+            f"the shipped setting saves {delta} bytes ({delta / shipped * 100:.1f}% of the shipped zip)."
+            if delta > 0 else
+            f"the zip is {-delta} bytes smaller: the shipped setting costs that much size."))
     not_built = [label for label in bench.PROFILE_VARIANTS if label not in v]
     if not_built:
         rows += ["", "Not measured in this run (its builds did not finish): " + ", ".join(f"`{x}`" for x in not_built)
@@ -197,11 +211,14 @@ def section_profile(pr: dict | None) -> str:
 def section_features(f: dict | None) -> str:
     if not f:
         return missing("the dependency trees", "BENCH_ONLY=features make bench")
+    if "error" in f:
+        return f"_Not measured in the last run (commit {f.get('commit', '?')}): {f['error']}_\n"
     added = f["added"]
-    return (f"`{f['function']}`'s dependency tree for {f['target']} (normal and build dependencies, `cargo tree -p "
-            f"{f['function']} -e normal,build`, distinct crates): **{f['shipped']}** as shipped; **{f['defaults']}** "
-            f"with the default features of the {f['sdk_crates_changed']} SDK crates back on, {len(added)} more: "
-            + ", ".join(f"`{c}`" for c in added) + "."
+    cmd = f"cargo tree -p {f['function']} --target {f['target']} -e normal,build"
+    return (f"`{f['function']}`'s dependency tree (commit {f.get('commit', '?')}, `{cmd}`, distinct crates): "
+            f"**{f['shipped']}** as shipped; **{f['defaults']}** with the default features of the workspace's "
+            f"SDK crates ({', '.join(f['sdk_crates'])}) back on, "
+            + (f"{len(added)} more: " + ", ".join(f"`{c}`" for c in added) + "." if added else "none more.")
             + (" Dropped with the defaults: " + ", ".join(f"`{c}`" for c in f["removed"]) + "." if f["removed"] else "")
             + "\n")
 
@@ -222,7 +239,7 @@ def package_against_baseline(p: dict) -> str:
         rows.append(f"| {name} | {b['zip_bytes']} | {r['zip_bytes']} | {change * 100:+.1f}% |")
     if changes:
         newer = sorted(set(p["functions"]) - set(before["functions"]))
-        rows += ["", f"Each of the {len(changes)} zips the baseline has changed by {min(changes) * 100:+.1f}% to "
+        rows += ["", f"Each of the {len(changes)} zips compared changed by {min(changes) * 100:+.1f}% to "
                  f"{max(changes) * 100:+.1f}%; before, "
                  f"{sum(1 for r in before['functions'].values() if r['zip_bytes'] > 5_000_000)} of "
                  f"{len(before['functions'])} were over 5,000,000 bytes."
@@ -451,19 +468,26 @@ def section_retention() -> str:
                        + " (a slope that does not rise as the estate grows is growth no faster than linear).")
             calls = [(r["images"], r["prune"]["aws_calls"]) for r in runs]
             call_slopes = [(c2 - c1) / ((n2 - n1) / 1000) for (n1, c1), (n2, c2) in zip(calls, calls[1:])]
-            per_call = [t / c * 1000 for (_, t), (_, c) in zip(owns, calls)]
+            per_call = [t / c * 1000 if c else None for (_, t), (_, c) in zip(owns, calls)]
             out.append("Its calls: " + ", then ".join(f"{sl:+.1f} per 1,000 more images" for sl in call_slopes)
-                       + " (page-sized steps: a page boundary falls between some sizes and not others); its own "
-                       "time per call: " + ", ".join(f"{ms:.0f} ms at {n}" for ms, (n, _) in zip(per_call, owns))
-                       + ".")
-            if any(b > a for a, b in zip(slopes, slopes[1:])):
-                if all(b <= a * 1.05 for a, b in zip(per_call, per_call[1:])):
-                    out.append("The own-time slope rose, but so did the calls' (more pages between 2,000 and "
-                               "5,000), while the time per call did not: the own time follows the page-sized "
-                               "calls, whose number is linear in the images.")
+                       + "; its own time per call: "
+                       + ", ".join(f"{ms:.0f} ms at {n}" if ms else f"- at {n}" for ms, (n, _) in zip(per_call, owns))
+                       + " (most of it each call's transport through the router, below).")
+            for i in range(len(slopes) - 1):
+                if slopes[i + 1] <= slopes[i]:
+                    continue
+                n1, n2 = owns[i + 1][0], owns[i + 2][0]
+                calls_rose = call_slopes[i + 1] > call_slopes[i]
+                before, after = per_call[i + 1], per_call[i + 2]
+                per_call_rose = before is None or after is None or after > before * 1.05
+                if calls_rose and not per_call_rose:
+                    out.append(f"The own-time slope rose from {n1} to {n2} images, where the calls' slope rose "
+                               "too (more page boundaries fall in that step), and the time per call did not: "
+                               "there the own time grew with the number of calls.")
                 else:
-                    out.append("**The own-time slope rose and so did the time per call**: on these single runs, "
-                               "faster than linear (or the machine's noise; each size ran once).")
+                    out.append(f"**The own-time slope rose from {n1} to {n2} images** while "
+                               + ("the time per call rose" if calls_rose else "the calls' slope did not")
+                               + ": on these runs, faster than linear, or the machine's noise (each size ran once).")
     return "\n".join(out) + "\n"
 
 
