@@ -33,7 +33,7 @@ help:
 	@echo "make package  every function for Lambda (arm64, release) as target/lambda/<name>/bootstrap.zip,"
 	@echo "            in one cargo run; prints each zip's size (not part of make test: ~30 min fresh)"
 	@echo "make bench  cold start, memory, package size, one bake's calls and cost, retention and enforce at"
-	@echo "            scale beside aws-amicleaner and a Python peer; writes BENCHMARKS.md (~2.5 h fresh)"
+	@echo "            scale beside aws-amicleaner and a Python peer; writes BENCHMARKS.md (~2 h 20 min fresh)"
 
 tools:
 	scripts/emulator tools

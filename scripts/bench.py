@@ -18,7 +18,7 @@ Sections (BENCHMARKS.md says what each figure means and how it was taken):
     features     one function's dependency tree with the SDK features as shipped and with the SDK's defaults
                  (`cargo tree`, no build)
     profile      one function's arm64 zip with each release-profile setting put back to cargo's default,
-                 one at a time (`all` runs it last; four full builds, about 16 minutes each here)
+                 one at a time (`all` runs it last; four full builds, 11 to 16 minutes each here)
 Package sizes come from `make package` (target/lambda/*/bootstrap.zip), which `all` runs first.
 
 Nothing here asserts a time: figures are written down, targets are compared in the report.
@@ -759,7 +759,7 @@ def packages() -> dict:
 
 # What each setting of the release profile buys: one function's arm64 zip built with the profile as shipped,
 # then with one setting at a time put back to cargo's default, each in a target directory of its own (a full
-# build of the SDK each: about 16 minutes here). Built with `-p`, so every variant, the shipped one too, has
+# build of the SDK each: 11 to 16 minutes here). Built with `-p`, so every variant, the shipped one too, has
 # the same features (a workspace build unifies goldenctl's in).
 # Each variant is a CARGO_PROFILE_RELEASE_* variable, which overrides Cargo.toml; it cannot undo what cargo
 # lambda passes as --config (which outranks the environment): panic = "abort" where Cargo.toml sets no panic.
