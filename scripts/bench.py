@@ -726,6 +726,15 @@ def bench_tools() -> None:
         subprocess.run([str(BENCH_VENV / "bin" / "pip"), "install", "-q", AMICLEANER_VERSION], check=True)
 
 
+def head_commit() -> str:
+    """The measured tree's commit, short, for each section that records one ("?" outside a git checkout)."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=REPO).stdout.strip() or "?"
+    except OSError:
+        return "?"
+
+
 def machine() -> dict:
     def out(*cmd: str) -> str:
         try:
@@ -741,7 +750,7 @@ def machine() -> dict:
                           capture_output=True, text=True).stdout.split()
     return {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": out("git", "rev-parse", "--short", "HEAD"),
+        "commit": head_commit(),
         "cpu": f"{os.cpu_count()} x {cpu}", "memory_gib": round(int(mem) / 1024 / 1024, 1),
         "kernel": platform.release(), "rustc": out("rustc", "--version"), "python": out(str(VENV_PY), "--version"),
         "moto": moto[0] if moto else "?", "boto3": moto[1] if len(moto) > 1 else "?",
@@ -779,8 +788,7 @@ def section_profile(shipped_zip: Path | None = None) -> None:
     what it measured. `shipped_zip`: the function's zip of a `make package` of the same tree, which is the
     "as shipped" build (a workspace build gives this function the features a `-p` build does: `cargo tree`
     shows the same for both), so it is not built again."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=REPO).stdout.strip()
+    commit = head_commit()
     out: dict = {"function": PROFILE_FUNCTION, "target": "aarch64 (cargo lambda --arm64)", "commit": commit,
                  "variants": {}}
     for label, env in PROFILE_VARIANTS.items():
@@ -826,8 +834,7 @@ def dependency_tree(root: Path) -> list[str]:
 def section_features() -> None:
     """Writes target/bench/features.json; a failure (cargo cannot reach the index for the defaults' crates,
     a manifest this cannot rewrite) is written there as the reason, so the rest of `make bench` goes on."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=REPO).stdout.strip()
+    commit = head_commit()
     out: dict = {"function": PROFILE_FUNCTION, "target": "aarch64-unknown-linux-gnu", "commit": commit}
     copy = OUT / "features"
     try:
